@@ -1,0 +1,84 @@
+"""Settings: frozen dataclasses holding every default, and `load()` that builds them.
+
+`load()` reads the YAML, expands `${VAR}` from the environment, applies command-line
+and environment overrides, and validates everything once; nothing reads the raw
+mapping afterwards. It must not know about the app.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DOCKER_HUB = "docker.io"
+DOCKER_HUB_URL = "https://registry-1.docker.io"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSettings:
+    """One upstream registry, addressed by its routing `name`."""
+
+    name: str
+    url: str  # scheme://host[:port], no trailing slash
+    username: str | None = None
+    password: str | None = None
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    retries: int = 3  # extra attempts on connection errors, 5xx and 429
+
+    @property
+    def library_prefix(self) -> bool:
+        """True for Docker Hub, where a one-segment name means `library/<name>`."""
+        return self.name == DOCKER_HUB or self.url.rstrip("/") in (
+            DOCKER_HUB_URL,
+            "https://index.docker.io",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StorageSettings:
+    path: Path = Path("./mirror-data")
+    max_size: int = 20 * 1024**3
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestSettings:
+    tag_ttl: float = 300.0
+    serve_stale: bool = True
+    negative_ttl: float = 30.0  # how long an upstream 404 is remembered
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    level: str = "info"
+    format: str = "text"
+
+
+def _default_upstreams() -> dict[str, UpstreamSettings]:
+    return {DOCKER_HUB: UpstreamSettings(name=DOCKER_HUB, url=DOCKER_HUB_URL)}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the mirror needs to run, validated."""
+
+    host: str = "0.0.0.0"
+    port: int = 5000
+    tls: TlsSettings | None = None
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    upstreams: dict[str, UpstreamSettings] = field(default_factory=_default_upstreams)
+    default_upstream: str = DOCKER_HUB
+    manifests: ManifestSettings = field(default_factory=ManifestSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    log: LogSettings = field(default_factory=LogSettings)
