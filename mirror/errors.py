@@ -11,9 +11,10 @@
     ├── Unauthorized                UNAUTHORIZED        401
     ├── Denied                      DENIED              403
     ├── Unsupported                 UNSUPPORTED         405
+    │   └── EndpointUnknown         UNSUPPORTED         404  (no such v2 endpoint)
     ├── TooManyRequests             TOOMANYREQUESTS     429
     └── UpstreamUnavailable         UNAVAILABLE         502 / 503 / 504
-        └── DigestMismatch          UNAVAILABLE         502  (upstream bytes did not hash to the digest)
+        └── DigestMismatch          UNAVAILABLE         502  (bytes hashed to another digest)
 
 Only `error_body` renders the `{"errors": [...]}` JSON; handlers raise, never format.
 """
@@ -88,6 +89,10 @@ class Denied(MirrorError):
 class Unsupported(MirrorError):
     code = "UNSUPPORTED"
     status = 405
+
+
+class EndpointUnknown(Unsupported):
+    status = 404
 
 
 class TooManyRequests(MirrorError):

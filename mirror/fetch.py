@@ -1,0 +1,203 @@
+"""One upstream download per digest, followed by any number of readers as it grows.
+
+A `Download` owns its upstream fetch as a background task, so it finishes and is
+committed even if the request that started it goes away. Readers (the first client
+included) read the partial file up to what has been written, except the last byte,
+which is released only once the digest is verified. This module must not know the
+HTTP server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Generic, TypeVar
+
+from mirror.errors import DigestMismatch, MirrorError, UpstreamUnavailable
+from mirror.metrics import Metrics
+from mirror.storage import BlobStore, BlobWriter
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK = 1 << 20
+
+
+class UpstreamBody:
+    """What an opener hands a download: the body's length (if known) and its chunks."""
+
+    def __init__(self, size: int | None, chunks: AsyncIterator[bytes]) -> None:
+        self.size = size
+        self.chunks = chunks
+
+
+Opener = Callable[[], AbstractAsyncContextManager[UpstreamBody]]
+
+
+class Download:
+    """A blob being fetched into the store; readers follow it with `read_range`."""
+
+    def __init__(self, writer: BlobWriter) -> None:
+        self.digest = writer.digest
+        self.size: int | None = None
+        self._writer = writer
+        self._fd = writer.open_partial()
+        # Readers may dup the descriptor after the download ends; it closes with the object.
+        weakref.finalize(self, os.close, self._fd)
+        self._written = 0
+        self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._changed = asyncio.Event()
+        self._committed = False
+        self._error: BaseException | None = None
+
+    async def wait_ready(self) -> int | None:
+        """Wait until the upstream answered; return the blob size if it said.
+
+        Raises the upstream's error (BlobUnknown, UpstreamUnavailable, ...).
+        """
+        await asyncio.shield(self._ready)
+        return self.size
+
+    def _available(self) -> int:
+        if self._committed:
+            return self._written
+        return max(0, self._written - 1)
+
+    async def _wait_past(self, offset: int) -> int:
+        while True:
+            if self._error is not None:
+                raise self._error
+            available = self._available()
+            if available > offset or self._committed:
+                return available
+            self._changed.clear()
+            await self._changed.wait()
+
+    async def read_range(
+        self, start: int = 0, end: int | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        """Yield the bytes [start, end) (to the end of the blob if end is None) as they arrive.
+
+        Raises the download's error, after the bytes already yielded, if it fails;
+        the caller must then cut its client's connection.
+        """
+        fd = os.dup(self._fd)
+        try:
+            position = start
+            while end is None or position < end:
+                available = await self._wait_past(position)
+                if available <= position:
+                    return  # committed and nothing more to read
+                limit = available if end is None else min(available, end)
+                while position < limit:
+                    # pread from the page cache does not block the loop for long.
+                    chunk = os.pread(fd, min(READ_CHUNK, limit - position), position)
+                    if not chunk:
+                        raise UpstreamUnavailable(f"partial file of {self.digest} shrank")
+                    position += len(chunk)
+                    yield chunk
+        finally:
+            os.close(fd)
+
+    async def run(self, opener: Opener, metrics: Metrics) -> None:
+        """Fetch, write and commit; never raises, readers see the outcome."""
+        try:
+            async with opener() as body:
+                self.size = body.size
+                self._ready.set_result(None)
+                async for chunk in body.chunks:
+                    await asyncio.to_thread(self._writer.write, chunk)
+                    self._written += len(chunk)
+                    self._changed.set()
+                if self.size is not None and self._written != self.size:
+                    raise UpstreamUnavailable(
+                        f"upstream sent {self._written} of {self.size} bytes of {self.digest}"
+                    )
+            await asyncio.to_thread(self._writer.commit)
+            self.size = self._written
+            self._committed = True
+        except DigestMismatch as error:
+            metrics.digest_mismatches.inc()
+            log.warning("digest mismatch: %s", error.message)
+            self._fail(error)
+        except MirrorError as error:
+            self._fail(error)
+        except asyncio.CancelledError:
+            self._fail(UpstreamUnavailable("download cancelled: the mirror is shutting down", 503))
+            raise
+        except Exception as error:  # a broken connection must reach every reader
+            self._fail(UpstreamUnavailable(f"download of {self.digest} failed: {error!r}"))
+        finally:
+            self._changed.set()
+
+    def _fail(self, error: BaseException) -> None:
+        self._error = error
+        self._writer.discard()
+        if not self._ready.done():
+            self._ready.set_exception(error)
+            self._ready.exception()  # retrieved here so an unjoined failure is not logged
+
+
+class Downloads:
+    """The downloads under way, by digest; at most one per digest."""
+
+    def __init__(self, store: BlobStore, metrics: Metrics) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._active: dict[str, Download] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def get(self, digest: str) -> Download | None:
+        """The download of `digest` under way, if any."""
+        return self._active.get(digest)
+
+    def start(self, digest: str, opener: Opener) -> Download:
+        """Start downloading `digest` (the caller checked none is under way)."""
+        download = Download(self._store.writer(digest))
+        self._active[digest] = download
+        self._metrics.downloads_in_flight.inc()
+        task = asyncio.create_task(self._run(download, opener), name=f"download {digest}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return download
+
+    async def _run(self, download: Download, opener: Opener) -> None:
+        try:
+            await download.run(opener, self._metrics)
+        finally:
+            del self._active[download.digest]
+            self._metrics.downloads_in_flight.dec()
+
+    async def close(self) -> None:
+        """Cancel every download under way and wait for them to clean up."""
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class SingleFlight(Generic[K, V]):
+    """Run one coroutine per key at a time; concurrent callers share its result."""
+
+    def __init__(self) -> None:
+        self._running: dict[K, asyncio.Task[V]] = {}
+
+    async def do(self, key: K, work: Callable[[], Coroutine[Any, Any, V]]) -> tuple[V, bool]:
+        """Return (result, shared). The work runs as its own task: a caller that is
+        cancelled does not cancel it for the others."""
+        task = self._running.get(key)
+        shared = task is not None
+        if task is None:
+            task = asyncio.create_task(work())
+            self._running[key] = task
+            task.add_done_callback(lambda _: self._running.pop(key, None))
+        return await asyncio.shield(task), shared

@@ -1,0 +1,171 @@
+"""One download per digest: readers follow the partial file; nothing unverified is kept."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from mirror.errors import DigestMismatch, MirrorError, UpstreamUnavailable
+from mirror.fetch import Download, Downloads, Opener, SingleFlight, UpstreamBody
+from mirror.metrics import Metrics
+from mirror.storage.disk import DiskBlobStore
+
+DATA = os.urandom(3 * 1024 * 1024 + 17)
+DIGEST = "sha256:" + hashlib.sha256(DATA).hexdigest()
+
+
+class Source:
+    """A scripted upstream body: chunks, an optional gate after the first, an optional fault."""
+
+    def __init__(self, data: bytes, *, gate: bool = False, fail_after: int | None = None) -> None:
+        self.data = data
+        self.opened = 0
+        self.gate = asyncio.Event() if gate else None
+        self.fail_after = fail_after
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        for index, start in enumerate(range(0, len(self.data), 256 * 1024)):
+            if self.fail_after is not None and start >= self.fail_after:
+                raise ConnectionResetError("upstream dropped the connection")
+            yield self.data[start : start + 256 * 1024]
+            if index == 0 and self.gate is not None:
+                await self.gate.wait()
+
+    @asynccontextmanager
+    async def open(self) -> AsyncIterator[UpstreamBody]:
+        self.opened += 1
+        yield UpstreamBody(len(self.data), self._chunks())
+
+    @property
+    def opener(self) -> Opener:
+        return self.open
+
+
+async def read_all(download: Download, start: int = 0, end: int | None = None) -> bytes:
+    parts = [chunk async for chunk in download.read_range(start, end)]
+    return b"".join(parts)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> DiskBlobStore:
+    return DiskBlobStore(tmp_path)
+
+
+async def test_readers_share_one_download(store: DiskBlobStore) -> None:
+    source = Source(DATA)
+    downloads = Downloads(store, Metrics())
+    download = downloads.start(DIGEST, source.opener)
+    joined = [downloads.get(DIGEST) for _ in range(19)]
+    assert all(j is download for j in joined)
+    bodies = await asyncio.gather(*(read_all(download) for _ in range(20)))
+    assert source.opened == 1
+    assert all(body == DATA for body in bodies)
+    assert store.read(DIGEST) == DATA
+    assert downloads.get(DIGEST) is None
+
+
+async def test_a_reader_gets_bytes_before_the_download_ends(store: DiskBlobStore) -> None:
+    source = Source(DATA, gate=True)
+    downloads = Downloads(store, Metrics())
+    download = downloads.start(DIGEST, source.opener)
+    chunks = download.read_range()
+    first = await chunks.__anext__()
+    assert first == DATA[: len(first)]
+    assert store.local_path(DIGEST) is None  # still downloading
+    assert source.gate is not None
+    source.gate.set()
+    rest = b"".join([chunk async for chunk in chunks])
+    assert first + rest == DATA
+
+
+async def test_wrong_bytes_never_reach_a_reader_whole(store: DiskBlobStore) -> None:
+    corrupt = bytearray(DATA)
+    corrupt[-1] ^= 0xFF
+    metrics = Metrics()
+    downloads = Downloads(store, metrics)
+    download = downloads.start(DIGEST, Source(bytes(corrupt)).opener)
+    received = bytearray()
+    with pytest.raises(DigestMismatch):
+        async for chunk in download.read_range():
+            received += chunk
+    assert len(received) < len(DATA)
+    assert store.local_path(DIGEST) is None
+    assert list((store.root / "partial").iterdir()) == []
+    assert metrics.registry.get_sample_value("mirror_digest_mismatches_total") == 1
+
+
+async def test_a_dropped_upstream_leaves_nothing(store: DiskBlobStore) -> None:
+    downloads = Downloads(store, Metrics())
+    download = downloads.start(DIGEST, Source(DATA, fail_after=1024 * 1024).opener)
+    with pytest.raises(UpstreamUnavailable, match="dropped"):
+        await read_all(download)
+    assert store.local_path(DIGEST) is None
+    assert list((store.root / "partial").iterdir()) == []
+    retry = downloads.start(DIGEST, Source(DATA).opener)
+    assert await read_all(retry) == DATA
+
+
+async def test_download_finishes_when_its_first_reader_leaves(store: DiskBlobStore) -> None:
+    source = Source(DATA, gate=True)
+    downloads = Downloads(store, Metrics())
+    download = downloads.start(DIGEST, source.opener)
+    reader = asyncio.create_task(read_all(download))
+    await download.wait_ready()
+    reader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    assert source.gate is not None
+    source.gate.set()
+    # Another reader follows the same download to its end.
+    assert await read_all(download) == DATA
+    assert store.read(DIGEST) == DATA
+
+
+async def test_range_of_a_growing_blob(store: DiskBlobStore) -> None:
+    downloads = Downloads(store, Metrics())
+    download = downloads.start(DIGEST, Source(DATA, gate=True).opener)
+    # The window lies in the first chunk: it is served while the rest is still to come.
+    assert await read_all(download, 100, 5000) == DATA[100:5000]
+    assert store.local_path(DIGEST) is None
+    await downloads.close()
+    assert list((store.root / "partial").iterdir()) == []
+
+
+async def test_open_failure_reaches_every_reader(store: DiskBlobStore) -> None:
+    @asynccontextmanager
+    async def refused() -> AsyncIterator[UpstreamBody]:
+        raise UpstreamUnavailable("upstream test unreachable", 503)
+        yield  # pragma: no cover
+
+    downloads = Downloads(store, Metrics())
+    download = downloads.start(DIGEST, refused)
+    for _ in range(2):
+        with pytest.raises(MirrorError, match="unreachable"):
+            await download.wait_ready()
+
+
+async def test_single_flight_shares_and_survives_a_cancelled_caller() -> None:
+    flights: SingleFlight[str, int] = SingleFlight()
+    started, release = asyncio.Event(), asyncio.Event()
+    calls = 0
+
+    async def work() -> int:
+        nonlocal calls
+        calls += 1
+        started.set()
+        await release.wait()
+        return 42
+
+    first = asyncio.create_task(flights.do("k", work))
+    second = asyncio.create_task(flights.do("k", work))
+    await started.wait()
+    first.cancel()
+    release.set()
+    assert await second == (42, True)
+    assert calls == 1
