@@ -1,0 +1,405 @@
+"""The upstream registry client: its session, token auth, redirects, retries, error mapping.
+
+Owns everything between "GET this path of that upstream" and a 2xx response: Bearer and
+Basic auth (tokens cached per scope), redirects that keep `Authorization` on the
+registry's own origin, bounded retries, and failures turned into `errors` that name the
+upstream. It must not know the cache: callers decide what a response means.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email.utils
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+from multidict import CIMultiDict
+from yarl import URL
+
+from mirror import __version__
+from mirror.auth import Challenge, TokenCache, TokenKey, parse_challenge, parse_token_response
+from mirror.config import UpstreamSettings
+from mirror.errors import (
+    BlobUnknown,
+    Denied,
+    ManifestUnknown,
+    MirrorError,
+    NameUnknown,
+    TooManyRequests,
+    Unauthorized,
+    UpstreamUnavailable,
+)
+from mirror.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+MAX_REDIRECTS = 5
+MAX_RETRY_AFTER = 30.0  # a longer 429 wait is the client's to make, not ours
+BACKOFF_BASE = 0.2
+BACKOFF_CAP = 5.0
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_ERROR_BODY_LIMIT = 64 * 1024
+_TOKEN_BODY_LIMIT = 1024 * 1024
+_NOT_FOUND: dict[str, type[MirrorError]] = {"manifest": ManifestUnknown, "blob": BlobUnknown}
+
+
+def new_session(settings: UpstreamSettings) -> aiohttp.ClientSession:
+    """The one client session for an upstream; the caller closes it.
+
+    Bodies pass through byte for byte (no decompression, `Accept-Encoding: identity`),
+    connect and read timeouts come from `settings`, and there is no total timeout
+    because a blob may take as long as it takes while bytes keep flowing.
+    """
+    timeout = aiohttp.ClientTimeout(
+        total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
+    )
+    headers = {"User-Agent": f"mirror/{__version__}", "Accept-Encoding": "identity"}
+    return aiohttp.ClientSession(timeout=timeout, auto_decompress=False, headers=headers)
+
+
+def parse_retry_after(value: str, now: datetime) -> float | None:
+    """Seconds to wait from a `Retry-After` value (delay-seconds or HTTP date), or None."""
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    when = _http_date(value)
+    return None if when is None else max(0.0, (when - now).total_seconds())
+
+
+def parse_ratelimit(value: str) -> float | None:
+    """The count in a Docker Hub `ratelimit-*` header such as `100;w=21600`, or None."""
+    try:
+        return float(value.split(";", 1)[0].strip())
+    except ValueError:
+        return None
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before retry number `attempt + 1`: 0.2, 0.4, 0.8, ... capped at 5."""
+    return min(BACKOFF_BASE * 2.0**attempt, BACKOFF_CAP)
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    method: str
+    url: URL
+    kind: str
+    repo: str
+    headers: Mapping[str, str]
+
+    @property
+    def target(self) -> str:
+        return f"{self.method} {self.url.path}"
+
+
+class UpstreamClient:
+    """Requests to one upstream registry, authenticated the way a real client does it.
+
+    The upstream's last challenge (realm, service) is remembered so that later requests
+    carry a token up front instead of paying a 401 round trip. Tokens, passwords and
+    `Authorization` values never appear in messages or logs.
+    """
+
+    def __init__(
+        self,
+        settings: UpstreamSettings,
+        session: aiohttp.ClientSession,
+        tokens: TokenCache,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    ) -> None:
+        self.settings = settings
+        self.where = f"upstream {settings.name} ({settings.url})"
+        self._session = session
+        self._tokens = tokens
+        self._metrics = metrics
+        self._clock = clock
+        self._sleep = sleep
+        self._base = URL(settings.url.rstrip("/"))
+        self._challenge: Challenge | None = None
+
+    @asynccontextmanager
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        kind: str,
+        repo: str,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """Send `method /v2/<path>` upstream and yield its 2xx response; release it on exit.
+
+        `kind` labels metrics (manifest|blob|tags|catalog); `repo` names the token scope
+        `repository:<repo>:pull`. Before yielding, retries connection errors, 5xx and
+        short 429s, then raises NameUnknown/ManifestUnknown/BlobUnknown (404), Denied
+        (403), Unauthorized (401), TooManyRequests (429) or UpstreamUnavailable (502
+        broken, 503 unreachable, 504 timed out). A failure while the caller reads the
+        body inside the block is raised as UpstreamUnavailable too. Safe to cancel.
+        """
+        url = URL(f"{self._base}/v2/{path}")
+        call = _Call(method, url.with_query(dict(params)) if params else url, kind, repo,
+                     dict(headers or {}))
+        response = await self._with_retries(call)
+        try:
+            yield response
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._failure(exc, f"reading the body of {call.target}") from exc
+        finally:
+            response.release()
+
+    async def _with_retries(self, call: _Call) -> aiohttp.ClientResponse:
+        attempt = 0
+        while True:
+            try:
+                response = await self._authorized(call)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                retryable = isinstance(exc, aiohttp.ClientConnectionError | TimeoutError)
+                if not retryable or attempt >= self.settings.retries:
+                    raise self._failure(exc, call.target, attempt + 1) from exc
+                delay, reason = backoff(attempt), str(exc) or type(exc).__name__
+            else:
+                if 200 <= response.status < 300:
+                    return response
+                retry = self._retry_delay(response, attempt)
+                if retry is None:
+                    raise await self._error(call, response, attempt + 1)
+                response.release()
+                delay, reason = retry, f"answered {response.status}"
+            log.warning("%s: %s on %s; retry %d of %d in %.1fs", self.where, reason,
+                        call.target, attempt + 1, self.settings.retries, delay)
+            await self._sleep(delay)
+            attempt += 1
+
+    def _retry_delay(self, response: aiohttp.ClientResponse, attempt: int) -> float | None:
+        """How long to wait before retrying this answer, or None to give up on it."""
+        if attempt >= self.settings.retries:
+            return None
+        if response.status >= 500:
+            return backoff(attempt)
+        if response.status == 429:
+            wait = _retry_after(response)
+            return wait if wait is not None and wait <= MAX_RETRY_AFTER else None
+        return None
+
+    async def _authorized(self, call: _Call) -> aiohttp.ClientResponse:
+        """One exchange: credentials up front when the challenge is known, one 401 answered."""
+        known = None if self._challenge is None or not call.repo else self._challenge
+        authorization = await self._authorization(known, call, fresh=False) if known else None
+        response = await self._follow(call, authorization)
+        if response.status != 401:
+            return response
+        challenge = _pick_challenge(response.headers.getall("WWW-Authenticate", []))
+        response.release()
+        if challenge is None:
+            raise Unauthorized(f"{self.where} answered 401 to {call.target} without a "
+                               "Bearer or Basic challenge the mirror can answer")
+        self._challenge = challenge
+        authorization = await self._authorization(challenge, call, fresh=True)
+        if authorization is None:
+            raise Unauthorized(f"{self.where} wants {challenge.scheme} auth for repository "
+                               f"{call.repo!r} and no username/password is configured")
+        response = await self._follow(call, authorization)
+        if response.status == 401:
+            refusal = _pick_challenge(response.headers.getall("WWW-Authenticate", []))
+            response.release()
+            detail = refusal.params.get("error", "") if refusal else ""
+            raise Unauthorized(f"{self.where} refused {self._who()} for repository "
+                               f"{call.repo!r}" + (f" ({detail})" if detail else ""))
+        return response
+
+    async def _authorization(self, challenge: Challenge, call: _Call, *, fresh: bool) -> str | None:
+        """The `Authorization` value answering `challenge`, or None if the mirror has none."""
+        if challenge.scheme == "basic":
+            return self._basic()
+        if challenge.scheme != "bearer" or not challenge.realm:
+            return None
+        scope = f"repository:{call.repo}:pull" if call.repo else challenge.params.get("scope", "")
+        key = TokenKey(challenge.realm, challenge.service, scope)
+        token = None if fresh else await self._tokens.get(key)
+        if token is None:
+            token, expires_in = await self._fetch_token(key, call)
+            await self._tokens.put(key, token, expires_in)
+        return f"Bearer {token}"
+
+    async def _fetch_token(self, key: TokenKey, call: _Call) -> tuple[str, float]:
+        """Ask the challenge's realm for a token, with Basic credentials when configured."""
+        query = {name: value for name, value in (("service", key.service), ("scope", key.scope))
+                 if value}
+        url = self._base.join(URL(key.realm)).update_query(query)
+        basic = self._basic()
+        response = await self._send("GET", url, "token", {"Authorization": basic} if basic else {})
+        endpoint = f"{self.where} token endpoint {url.origin()}{url.path}"
+        try:
+            if response.status in (401, 403):
+                raise Unauthorized(f"{endpoint} refused {self._who()} for repository "
+                                   f"{call.repo!r} ({response.status})")
+            if response.status == 429:
+                raise TooManyRequests(f"{endpoint} is rate limiting token requests",
+                                      _retry_after(response))
+            if response.status != 200:
+                raise UpstreamUnavailable(f"{endpoint} answered {response.status}", 502)
+            return parse_token_response(await _read_limited(response, _TOKEN_BODY_LIMIT))
+        except ValueError as exc:
+            raise UpstreamUnavailable(f"{endpoint} sent an unusable answer: {exc}", 502) from exc
+        finally:
+            response.release()
+
+    async def _follow(self, call: _Call, authorization: str | None) -> aiohttp.ClientResponse:
+        """Send `call`, following redirects; `Authorization` goes to the registry's origin only."""
+        url = call.url
+        for _ in range(MAX_REDIRECTS + 1):
+            headers = CIMultiDict(call.headers)
+            headers.popall("Authorization", None)
+            if authorization and _origin(url) == _origin(self._base):
+                headers["Authorization"] = authorization
+            response = await self._send(call.method, url, call.kind, headers)
+            if response.status not in _REDIRECTS:
+                return response
+            target = _redirect_target(url, response.headers.get("Location", ""))
+            response.release()
+            if target is None:
+                raise UpstreamUnavailable(
+                    f"{self.where} redirected {call.target} without a usable Location", 502)
+            url = target
+        raise UpstreamUnavailable(
+            f"{self.where} redirected {call.target} more than {MAX_REDIRECTS} times", 502)
+
+    async def _send(
+        self, method: str, url: URL, kind: str, headers: Mapping[str, str]
+    ) -> aiohttp.ClientResponse:
+        """One HTTP request, counted and timed until headers; never follows redirects."""
+        name = self.settings.name
+        started = self._clock()
+        try:
+            response = await self._session.request(
+                method, url, headers=headers, allow_redirects=False)
+        except (aiohttp.ClientError, TimeoutError):
+            self._metrics.upstream_requests.labels(name, kind, "error").inc()
+            raise
+        self._metrics.upstream_duration.labels(name, kind).observe(self._clock() - started)
+        self._metrics.upstream_requests.labels(name, kind, str(response.status)).inc()
+        for header, gauge in (("ratelimit-limit", self._metrics.ratelimit_limit),
+                              ("ratelimit-remaining", self._metrics.ratelimit_remaining)):
+            value = parse_ratelimit(response.headers.get(header, ""))
+            if value is not None:
+                gauge.labels(name).set(value)
+        return response
+
+    async def _error(
+        self, call: _Call, response: aiohttp.ClientResponse, attempts: int
+    ) -> MirrorError:
+        """The error a final non-2xx answer means; releases the response."""
+        status = f"{response.status} {response.reason or ''}".strip()
+        answered = f"{self.where} answered {status} to {call.target}"
+        try:
+            if response.status == 404:
+                codes = await _error_codes(response)
+                error = NameUnknown if "NAME_UNKNOWN" in codes else _NOT_FOUND.get(
+                    call.kind, NameUnknown)
+                return error(f"{answered} ({', '.join(sorted(codes)) or 'not found'})")
+            if response.status == 403:
+                return Denied(f"{answered}: {self._who()} may not pull {call.repo!r}")
+            if response.status == 429:
+                wait = _retry_after(response)
+                later = f", retry after {wait:g}s" if wait is not None else ""
+                return TooManyRequests(f"{answered}: rate limited{later}", wait)
+            if response.status >= 500:
+                return UpstreamUnavailable(f"{answered} after {attempts} attempt(s)", 502)
+            return UpstreamUnavailable(f"{answered}, which the mirror cannot use", 502)
+        finally:
+            response.release()
+
+    def _failure(
+        self, exc: BaseException, target: str, attempts: int = 1
+    ) -> UpstreamUnavailable:
+        """A transport failure as UpstreamUnavailable: 504 timed out, 503 unreachable, 502."""
+        tried = f" after {attempts} attempt(s)" if attempts > 1 else ""
+        if isinstance(exc, TimeoutError):
+            limits = (f"connect timeout {self.settings.connect_timeout:g}s, "
+                      f"read timeout {self.settings.read_timeout:g}s")
+            return UpstreamUnavailable(f"{self.where} timed out on {target}{tried} ({limits})",
+                                       504)
+        reason = str(exc) or type(exc).__name__
+        if isinstance(exc, aiohttp.ClientConnectionError):
+            return UpstreamUnavailable(
+                f"{self.where} is unreachable for {target}{tried}: {reason}", 503)
+        return UpstreamUnavailable(f"{self.where} broke off {target}: {reason}", 502)
+
+    def _basic(self) -> str | None:
+        if not self.settings.username:
+            return None
+        pair = f"{self.settings.username}:{self.settings.password or ''}".encode()
+        return "Basic " + base64.b64encode(pair).decode("ascii")
+
+    def _who(self) -> str:
+        return "the configured credentials" if self.settings.username else "anonymous access"
+
+
+def _origin(url: URL) -> tuple[str, str | None, int | None]:
+    return url.scheme, url.host, url.port
+
+
+def _redirect_target(current: URL, location: str) -> URL | None:
+    """Where a `Location` value points from `current`, or None if it is empty or invalid."""
+    if not location:
+        return None
+    try:
+        return current.join(URL(location))
+    except ValueError:
+        return None
+
+
+def _pick_challenge(headers: Iterable[str]) -> Challenge | None:
+    """The Bearer challenge if the upstream offers one, else Basic, else None."""
+    parsed = [c for c in map(parse_challenge, headers) if c and c.scheme in ("bearer", "basic")]
+    return min(parsed, key=lambda c: c.scheme != "bearer", default=None)
+
+
+def _retry_after(response: aiohttp.ClientResponse) -> float | None:
+    """`Retry-After` in seconds; an HTTP date is read against the answer's own `Date`."""
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    sent = _http_date(response.headers.get("Date", ""))
+    return parse_retry_after(value, sent or datetime.now(UTC))
+
+
+def _http_date(value: str) -> datetime | None:
+    """An HTTP date as an aware datetime (UTC when it names no zone), or None."""
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """At most `limit` bytes of a body: enough for an error or a token, never a blob."""
+    body = bytearray()
+    while len(body) < limit:
+        chunk = await response.content.read(limit - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return bytes(body)
+
+
+async def _error_codes(response: aiohttp.ClientResponse) -> set[str]:
+    """The `code`s of a distribution-spec error body; empty if there is none to read."""
+    try:
+        document = json.loads(await _read_limited(response, _ERROR_BODY_LIMIT))
+        return {str(e["code"]) for e in document["errors"] if isinstance(e, dict) and "code" in e}
+    except (ValueError, KeyError, TypeError, aiohttp.ClientError, TimeoutError):
+        return set()
