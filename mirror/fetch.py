@@ -155,15 +155,19 @@ class Downloads:
         """The download of `digest` under way, if any."""
         return self._active.get(digest)
 
-    def start(self, digest: str, opener: Opener) -> Download:
-        """Start downloading `digest` (the caller checked none is under way)."""
+    def join_or_start(self, digest: str, opener: Opener) -> tuple[Download, bool]:
+        """The download of `digest` under way (joined: True), or a new one started with
+        `opener` (joined: False). Never yields to the loop, so at most one starts."""
+        download = self._active.get(digest)
+        if download is not None:
+            return download, True
         download = Download(self._store.writer(digest))
         self._active[digest] = download
         self._metrics.downloads_in_flight.inc()
         task = asyncio.create_task(self._run(download, opener), name=f"download {digest}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return download
+        return download, False
 
     async def _run(self, download: Download, opener: Opener) -> None:
         try:

@@ -26,65 +26,94 @@ class Metrics:
         ProcessCollector(registry=self.registry)
         r = self.registry
         self.cache_requests = Counter(
-            "mirror_cache_requests", "Manifest and blob requests by cache result.",
-            ["kind", "result"], registry=r,
+            "mirror_cache_requests",
+            "Manifest and blob requests by cache result.",
+            ["kind", "result"],
+            registry=r,
         )
         self.served_bytes = Counter(
-            "mirror_served_bytes", "Body bytes sent to clients, by where they came from.",
-            ["source"], registry=r,
+            "mirror_served_bytes",
+            "Body bytes sent to clients, by where they came from.",
+            ["source"],
+            registry=r,
         )
         self.upstream_requests = Counter(
-            "mirror_upstream_requests", "Requests sent to upstream registries, by answer code.",
-            ["upstream", "kind", "code"], registry=r,
+            "mirror_upstream_requests",
+            "Requests sent to upstream registries, by answer code.",
+            ["upstream", "kind", "code"],
+            registry=r,
         )
         self.upstream_duration = Histogram(
             "mirror_upstream_request_duration_seconds",
             "Time until an upstream registry answered with headers.",
-            ["upstream", "kind"], buckets=_LATENCY_BUCKETS, registry=r,
+            ["upstream", "kind"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.upstream_bytes = Counter(
-            "mirror_upstream_bytes", "Body bytes received from upstream registries.",
-            ["upstream"], registry=r,
+            "mirror_upstream_bytes",
+            "Body bytes received from upstream registries.",
+            ["upstream"],
+            registry=r,
         )
         self.downloads_in_flight = Gauge(
-            "mirror_downloads_in_flight", "Upstream blob downloads under way.", registry=r,
+            "mirror_downloads_in_flight",
+            "Upstream blob downloads under way.",
+            registry=r,
         )
         self.download_joins = Counter(
-            "mirror_download_joins", "Requests that shared a download another request started.",
+            "mirror_download_joins",
+            "Requests that shared a download another request started.",
             registry=r,
         )
         self.cache_size = Gauge(
-            "mirror_cache_size_bytes", "Bytes the cache holds on disk.", registry=r,
+            "mirror_cache_size_bytes",
+            "Bytes the cache holds on disk.",
+            registry=r,
         )
         self.cache_max = Gauge(
-            "mirror_cache_max_bytes", "The storage quota in bytes.", registry=r,
+            "mirror_cache_max_bytes",
+            "The storage quota in bytes.",
+            registry=r,
         )
         self.cache_blobs = Gauge(
-            "mirror_cache_blobs", "Blobs and manifests the cache holds.", registry=r,
+            "mirror_cache_blobs",
+            "Blobs and manifests the cache holds.",
+            registry=r,
         )
         self.evictions = Counter(
-            "mirror_evictions", "Blobs evicted to stay under the quota.", registry=r,
+            "mirror_evictions",
+            "Blobs evicted to stay under the quota.",
+            registry=r,
         )
         self.evicted_bytes = Counter(
-            "mirror_evicted_bytes", "Bytes evicted to stay under the quota.", registry=r,
+            "mirror_evicted_bytes",
+            "Bytes evicted to stay under the quota.",
+            registry=r,
         )
         self.digest_mismatches = Counter(
-            "mirror_digest_mismatches", "Upstream bodies discarded because their digest was wrong.",
+            "mirror_digest_mismatches",
+            "Upstream bodies discarded because their digest was wrong.",
             registry=r,
         )
         self.request_duration = Histogram(
-            "mirror_request_duration_seconds", "Time to answer a client request, by kind.",
-            ["kind"], buckets=_LATENCY_BUCKETS, registry=r,
+            "mirror_request_duration_seconds",
+            "Time to answer a client request, by kind.",
+            ["kind"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.ratelimit_remaining = Gauge(
             "mirror_upstream_ratelimit_remaining",
             "Pulls left in the upstream's rate-limit window (ratelimit-remaining).",
-            ["upstream"], registry=r,
+            ["upstream"],
+            registry=r,
         )
         self.ratelimit_limit = Gauge(
             "mirror_upstream_ratelimit_limit",
             "Pulls allowed in the upstream's rate-limit window (ratelimit-limit).",
-            ["upstream"], registry=r,
+            ["upstream"],
+            registry=r,
         )
 
     def render(self) -> bytes:

@@ -60,9 +60,11 @@ def store(tmp_path: Path) -> DiskBlobStore:
 async def test_readers_share_one_download(store: DiskBlobStore) -> None:
     source = Source(DATA)
     downloads = Downloads(store, Metrics())
-    download = downloads.start(DIGEST, source.opener)
-    joined = [downloads.get(DIGEST) for _ in range(19)]
-    assert all(j is download for j in joined)
+    download = downloads.join_or_start(DIGEST, source.opener)[0]
+    other = Source(DATA)
+    joined = [downloads.join_or_start(DIGEST, other.opener) for _ in range(19)]
+    assert all(j == (download, True) for j in joined)
+    assert other.opened == 0
     bodies = await asyncio.gather(*(read_all(download) for _ in range(20)))
     assert source.opened == 1
     assert all(body == DATA for body in bodies)
@@ -73,7 +75,7 @@ async def test_readers_share_one_download(store: DiskBlobStore) -> None:
 async def test_a_reader_gets_bytes_before_the_download_ends(store: DiskBlobStore) -> None:
     source = Source(DATA, gate=True)
     downloads = Downloads(store, Metrics())
-    download = downloads.start(DIGEST, source.opener)
+    download = downloads.join_or_start(DIGEST, source.opener)[0]
     chunks = download.read_range()
     first = await chunks.__anext__()
     assert first == DATA[: len(first)]
@@ -89,7 +91,7 @@ async def test_wrong_bytes_never_reach_a_reader_whole(store: DiskBlobStore) -> N
     corrupt[-1] ^= 0xFF
     metrics = Metrics()
     downloads = Downloads(store, metrics)
-    download = downloads.start(DIGEST, Source(bytes(corrupt)).opener)
+    download = downloads.join_or_start(DIGEST, Source(bytes(corrupt)).opener)[0]
     received = bytearray()
     with pytest.raises(DigestMismatch):
         async for chunk in download.read_range():
@@ -102,19 +104,19 @@ async def test_wrong_bytes_never_reach_a_reader_whole(store: DiskBlobStore) -> N
 
 async def test_a_dropped_upstream_leaves_nothing(store: DiskBlobStore) -> None:
     downloads = Downloads(store, Metrics())
-    download = downloads.start(DIGEST, Source(DATA, fail_after=1024 * 1024).opener)
+    download = downloads.join_or_start(DIGEST, Source(DATA, fail_after=1024 * 1024).opener)[0]
     with pytest.raises(UpstreamUnavailable, match="dropped"):
         await read_all(download)
     assert store.local_path(DIGEST) is None
     assert list((store.root / "partial").iterdir()) == []
-    retry = downloads.start(DIGEST, Source(DATA).opener)
+    retry = downloads.join_or_start(DIGEST, Source(DATA).opener)[0]
     assert await read_all(retry) == DATA
 
 
 async def test_download_finishes_when_its_first_reader_leaves(store: DiskBlobStore) -> None:
     source = Source(DATA, gate=True)
     downloads = Downloads(store, Metrics())
-    download = downloads.start(DIGEST, source.opener)
+    download = downloads.join_or_start(DIGEST, source.opener)[0]
     reader = asyncio.create_task(read_all(download))
     await download.wait_ready()
     reader.cancel()
@@ -129,7 +131,7 @@ async def test_download_finishes_when_its_first_reader_leaves(store: DiskBlobSto
 
 async def test_range_of_a_growing_blob(store: DiskBlobStore) -> None:
     downloads = Downloads(store, Metrics())
-    download = downloads.start(DIGEST, Source(DATA, gate=True).opener)
+    download = downloads.join_or_start(DIGEST, Source(DATA, gate=True).opener)[0]
     # The window lies in the first chunk: it is served while the rest is still to come.
     assert await read_all(download, 100, 5000) == DATA[100:5000]
     assert store.local_path(DIGEST) is None
@@ -144,7 +146,7 @@ async def test_open_failure_reaches_every_reader(store: DiskBlobStore) -> None:
         yield  # pragma: no cover
 
     downloads = Downloads(store, Metrics())
-    download = downloads.start(DIGEST, refused)
+    download = downloads.join_or_start(DIGEST, refused)[0]
     for _ in range(2):
         with pytest.raises(MirrorError, match="unreachable"):
             await download.wait_ready()

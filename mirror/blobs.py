@@ -1,0 +1,117 @@
+"""Pull-through policy for blobs: a hit is a file, a miss joins or starts one download.
+
+Digests are immutable, so a cached blob never goes upstream again. Upstream 404s
+are remembered for `negative_ttl`. Must not know the HTTP server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from mirror.errors import BlobUnknown
+from mirror.fetch import Download, Downloads, UpstreamBody
+from mirror.memo import Memo
+from mirror.metrics import Metrics
+from mirror.storage import BlobStore
+from mirror.upstream import UpstreamClient
+
+
+@dataclass(frozen=True, slots=True)
+class CachedBlob:
+    """A committed blob on local disk."""
+
+    path: Path
+    size: int
+
+
+class BlobCache:
+    """Answers blob requests from the store or from a shared upstream download."""
+
+    def __init__(
+        self,
+        upstreams: Mapping[str, UpstreamClient],
+        store: BlobStore,
+        downloads: Downloads,
+        memo: Memo,
+        metrics: Metrics,
+    ) -> None:
+        self._upstreams = upstreams
+        self._store = store
+        self._downloads = downloads
+        self._memo = memo
+        self._metrics = metrics
+
+    async def get(self, upstream: str, repo: str, digest: str) -> CachedBlob | Download:
+        """A cached blob, or a download under way whose upstream has answered.
+
+        Raises BlobUnknown (the upstream has no such blob) or the upstream's error.
+        """
+        cached = self._cached(digest)
+        if cached is not None:
+            self._metrics.cache_requests.labels("blob", "hit").inc()
+            return cached
+        self._metrics.cache_requests.labels("blob", "miss").inc()
+        if self._downloads.get(digest) is None:
+            await self._check_not_found(upstream, repo, digest)
+        download, joined = self._downloads.join_or_start(
+            digest, lambda: self._open(upstream, repo, digest)
+        )
+        if joined:
+            self._metrics.download_joins.inc()
+        try:
+            await download.wait_ready()
+        except BlobUnknown as error:
+            await self._memo.remember_not_found(upstream, repo, "blob", digest, error.message)
+            raise
+        return download
+
+    async def size(self, upstream: str, repo: str, digest: str) -> int:
+        """The size of a blob for HEAD: from the cache, a download, or an upstream HEAD."""
+        cached = self._cached(digest)
+        if cached is not None:
+            self._metrics.cache_requests.labels("blob", "hit").inc()
+            return cached.size
+        self._metrics.cache_requests.labels("blob", "miss").inc()
+        download = self._downloads.get(digest)
+        if download is not None and (size := await download.wait_ready()) is not None:
+            return size
+        await self._check_not_found(upstream, repo, digest)
+        try:
+            async with self._upstreams[upstream].request(
+                "HEAD", f"{repo}/blobs/{digest}", kind="blob", repo=repo
+            ) as response:
+                length = response.content_length
+        except BlobUnknown as error:
+            await self._memo.remember_not_found(upstream, repo, "blob", digest, error.message)
+            raise
+        if length is None:
+            raise BlobUnknown(f"upstream {upstream} gave no size for {repo}@{digest}")
+        return length
+
+    def _cached(self, digest: str) -> CachedBlob | None:
+        path = self._store.local_path(digest)
+        size = self._store.size(digest) if path is not None else None
+        return CachedBlob(path, size) if path is not None and size is not None else None
+
+    async def _check_not_found(self, upstream: str, repo: str, digest: str) -> None:
+        message = await self._memo.not_found(upstream, repo, "blob", digest)
+        if message is not None:
+            raise BlobUnknown(message)
+
+    @asynccontextmanager
+    async def _open(self, upstream: str, repo: str, digest: str) -> AsyncIterator[UpstreamBody]:
+        async with self._upstreams[upstream].request(
+            "GET", f"{repo}/blobs/{digest}", kind="blob", repo=repo
+        ) as response:
+            yield UpstreamBody(
+                response.content_length, self._count(upstream, response.content.iter_any())
+            )
+
+    async def _count(self, upstream: str, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        counter = self._metrics.upstream_bytes.labels(upstream)
+        async for chunk in chunks:
+            counter.inc(len(chunk))
+            yield chunk
