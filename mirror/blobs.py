@@ -64,7 +64,7 @@ class BlobCache:
         try:
             await download.wait_ready()
         except BlobUnknown as error:
-            await self._memo.remember_not_found(upstream, repo, "blob", digest, error.message)
+            await self._memo.remember_not_found(upstream, repo, "blob", digest, error)
             raise
         return download
 
@@ -85,7 +85,7 @@ class BlobCache:
             ) as response:
                 length = response.content_length
         except BlobUnknown as error:
-            await self._memo.remember_not_found(upstream, repo, "blob", digest, error.message)
+            await self._memo.remember_not_found(upstream, repo, "blob", digest, error)
             raise
         if length is None:
             raise BlobUnknown(f"upstream {upstream} gave no size for {repo}@{digest}")
@@ -97,9 +97,9 @@ class BlobCache:
         return CachedBlob(path, size) if path is not None and size is not None else None
 
     async def _check_not_found(self, upstream: str, repo: str, digest: str) -> None:
-        message = await self._memo.not_found(upstream, repo, "blob", digest)
-        if message is not None:
-            raise BlobUnknown(message)
+        remembered = await self._memo.not_found(upstream, repo, "blob", digest)
+        if remembered is not None:
+            raise remembered
 
     @asynccontextmanager
     async def _open(self, upstream: str, repo: str, digest: str) -> AsyncIterator[UpstreamBody]:

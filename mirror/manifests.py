@@ -109,17 +109,15 @@ class ManifestCache:
         return manifest
 
     async def _flight(self, upstream: str, repo: str, reference: str, work: _Work) -> Manifest:
-        message = await self._memo.not_found(upstream, repo, "manifest", reference)
-        if message is not None:
-            raise ManifestUnknown(message)
+        remembered = await self._memo.not_found(upstream, repo, "manifest", reference)
+        if remembered is not None:
+            raise remembered
         try:
             manifest, _ = await self._flights.do(
                 (upstream, repo, reference), lambda: work(upstream, repo, reference)
             )
         except (ManifestUnknown, NameUnknown) as error:
-            await self._memo.remember_not_found(
-                upstream, repo, "manifest", reference, error.message
-            )
+            await self._memo.remember_not_found(upstream, repo, "manifest", reference, error)
             raise
         return manifest
 
@@ -158,7 +156,7 @@ class ManifestCache:
         except _OUTAGES as error:
             if not self._serve_stale:
                 raise
-            log.warning("serving %s:%s stale from cache: %s", repo, tag, error.message)
+            log.warning("serving %s:%s stale from cache: %s", repo, tag, error)
             return Manifest(cached.digest, cached.media_type, cached.body, "stale")
         await self._memo.tag_checked(upstream, repo, tag, cached.digest, cached.media_type)
         return cached

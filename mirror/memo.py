@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from aiocache import SimpleMemoryCache
 
+from mirror.errors import MirrorError
+
 
 @dataclass(frozen=True, slots=True)
 class TagCheck:
@@ -51,24 +53,26 @@ class Memo:
             self._key("tag", upstream, repo, tag), check, ttl=max(1, int(self._tag_ttl) * 2)
         )
 
-    async def not_found(self, upstream: str, repo: str, kind: str, reference: str) -> str | None:
-        """The message of an upstream 404 for this reference if it is still remembered."""
-        entry: tuple[str, float] | None = await self._cache.get(
+    async def not_found(
+        self, upstream: str, repo: str, kind: str, reference: str
+    ) -> MirrorError | None:
+        """A fresh copy of the upstream's 404 for this reference if it is still remembered."""
+        entry: tuple[type[MirrorError], str, float] | None = await self._cache.get(
             self._key("404", upstream, repo, kind, reference)
         )
-        if entry is None or self._clock() - entry[1] >= self._negative_ttl:
+        if entry is None or self._clock() - entry[2] >= self._negative_ttl:
             return None
-        return entry[0]
+        return entry[0](entry[1])
 
     async def remember_not_found(
-        self, upstream: str, repo: str, kind: str, reference: str, message: str
+        self, upstream: str, repo: str, kind: str, reference: str, error: MirrorError
     ) -> None:
         """Remember an upstream 404 for negative_ttl."""
         if self._negative_ttl <= 0:
             return
         await self._cache.set(
             self._key("404", upstream, repo, kind, reference),
-            (message, self._clock()),
+            (type(error), error.message, self._clock()),
             ttl=max(1, int(self._negative_ttl) * 2),
         )
 
