@@ -15,7 +15,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mirror.config import ConfigError, LogSettings, Overrides, Settings, describe, load
+from mirror.config import ConfigError, LogSettings, Overrides, Settings
+from mirror.configfile import describe, load
 
 EXIT_OK = 0
 EXIT_USAGE = 2
