@@ -50,12 +50,12 @@ class Listings:
         self._default = default
         self._refs = refs
 
-    async def tags(self, target: Target, params: Mapping[str, str]) -> Page:
-        """The upstream's tag list for a repository (`n`/`last` passed through).
+    async def tags(self, target: Target, name: str, params: Mapping[str, str]) -> Page:
+        """The upstream's tag list for a repository the client calls `name` (`n`/`last`
+        passed through).
 
         When the upstream is down or rate-limiting, the tags the cache holds instead.
         """
-        name = client_name(self._upstreams, self._default, target)
         try:
             async with self._clients[target.upstream].request(
                 "GET", f"{target.repo}/tags/list", kind="tags", repo=target.repo, params=params

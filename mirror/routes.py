@@ -180,7 +180,9 @@ async def _stream(
 
 async def tags_list(request: web.Request) -> web.Response:
     """`GET /v2/<name>/tags/list`: the upstream's tags (`n`/`last` passed through)."""
-    page = await request.app[LISTINGS].tags(_target(request), dict(request.query))
+    page = await request.app[LISTINGS].tags(
+        _target(request), request.match_info["name"], dict(request.query)
+    )
     return _page(request, page)
 
 
