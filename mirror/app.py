@@ -25,6 +25,7 @@ from mirror.metrics import Metrics
 from mirror.refs import Refs
 from mirror.routes import add_routes, v2_middleware
 from mirror.storage.disk import DiskBlobStore
+from mirror.units import format_size
 from mirror.upstream import UpstreamClient, new_session
 
 log = logging.getLogger(__name__)
@@ -84,12 +85,12 @@ def run(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM; in-flight responses get a few seconds to finish."""
     scheme = "https" if settings.tls else "http"
     log.info(
-        "mirror listening on %s://%s:%d, caching to %s (quota %d bytes), upstreams: %s",
+        "mirror listening on %s://%s:%d, caching to %s (quota %s), upstreams: %s",
         scheme,
         settings.host,
         settings.port,
         settings.storage.path.resolve(),
-        settings.storage.max_size,
+        format_size(settings.storage.max_size),
         ", ".join(f"{name}={up.url}" for name, up in settings.upstreams.items()),
     )
     web.run_app(
