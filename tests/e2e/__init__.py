@@ -1,0 +1,5 @@
+"""End-to-end tests: the real reference registry behind token auth, the mirror, real clients.
+
+Helpers live beside the tests so later suites (docker, containerd, podman) reuse them:
+`support` (processes, ports, HTTP), `tokenissuer`, `registry`, `images`.
+"""
