@@ -1,24 +1,23 @@
-"""Building Settings: `load()` and `describe()`, the only code that sees the raw mapping.
+"""Building Settings: `load()` and `describe()`, the only code that knows the file's shape.
 
 `load()` reads the YAML, expands `${VAR}` from the environment, applies command-line
-and environment overrides, and validates everything once into `mirror.config`'s
-frozen Settings. `describe()` renders settings back with secrets masked. It must not
-know about the app.
+and environment overrides, and validates each section once, through the typed readers
+of `mirror.configfields`, into `mirror.config`'s frozen Settings. `describe()` renders
+settings back with secrets masked. It must not know about the app.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from typing import Any
 
 import yaml
 
+from mirror import configfields as fields
 from mirror.config import (
     DOCKER_HUB,
     DOCKER_HUB_URL,
@@ -33,16 +32,9 @@ from mirror.config import (
     UpstreamSettings,
     default_upstreams,
 )
-from mirror.units import format_duration, format_size, parse_duration, parse_size
+from mirror.units import format_duration, format_size, parse_duration
 
-_T = TypeVar("_T")
-
-_VAR_RE = re.compile(r"\$(\$?)\{([^}]*)\}")
-_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _UPSTREAM_NAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?(?::\d+)?")
-_HOST_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
-_TRUE_WORDS = frozenset({"true", "yes", "on"})
-_FALSE_WORDS = frozenset({"false", "no", "off"})
 _TOP_KEYS = (
     "listen",
     "tls",
@@ -66,11 +58,11 @@ def load(path: Path | None, env: Mapping[str, str], overrides: Overrides) -> Set
     problem. Reads the filesystem but creates nothing.
     """
     problems: list[str] = []
-    document = None if path is None else _expand(_read_yaml(path), "", env, problems)
-    top = _Section.of(document, "", _TOP_KEYS, problems)
+    document = None if path is None else fields.expand(_read_yaml(path), env, problems)
+    top = fields.Section.of(document, "", _TOP_KEYS, problems)
     flag = ("--listen", overrides.listen)
     listen = _layer(top.data.get("listen"), "listen", env, "MIRROR_LISTEN", flag)
-    host, port = _read(problems, *listen, ("0.0.0.0", 5000), _listen)
+    host, port = fields.read(problems, *listen, ("0.0.0.0", 5000), fields.listen)
     upstreams, default = _build_upstreams(top, env, overrides)
     settings = Settings(
         host=host,
@@ -82,7 +74,7 @@ def load(path: Path | None, env: Mapping[str, str], overrides: Overrides) -> Set
         manifests=_build_manifests(
             top.sub("manifests", ("tag_ttl", "serve_stale", "negative_ttl"))
         ),
-        metrics=MetricsSettings(top.sub("metrics", ("enabled",)).get("enabled", True, _flag)),
+        metrics=MetricsSettings(top.sub("metrics", ("enabled",)).get("enabled", True, fields.flag)),
         log=_build_log(top.sub("log", ("level", "format"))),
     )
     if problems:
@@ -114,7 +106,7 @@ def describe(settings: Settings) -> str:
     return yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
 
 
-# --- the file and ${VAR} -------------------------------------------------------------------
+# --- the file and overrides ----------------------------------------------------------------
 
 
 def _read_yaml(path: Path) -> object:
@@ -134,95 +126,6 @@ def _read_yaml(path: Path) -> object:
         raise ConfigError([f"{path}: invalid YAML: {exc}"]) from None
 
 
-def _expand(node: object, key: str, env: Mapping[str, str], problems: list[str]) -> object:
-    if isinstance(node, str):
-        return _VAR_RE.sub(lambda match: _substitute(match, key, env, problems), node)
-    if isinstance(node, dict):
-        return {name: _expand(item, _join(key, name), env, problems) for name, item in node.items()}
-    if isinstance(node, list):
-        return [_expand(item, f"{key}[{i}]", env, problems) for i, item in enumerate(node)]
-    return node
-
-
-def _substitute(match: re.Match[str], key: str, env: Mapping[str, str], problems: list[str]) -> str:
-    escaped, inner = match.groups()
-    if escaped:
-        return "${" + inner + "}"
-    name, has_default, default = inner.partition(":-")
-    if not _ENV_NAME_RE.fullmatch(name):
-        problems.append(f"{key}: malformed variable reference ${{{inner}}}")
-        return ""
-    if has_default and not env.get(name):
-        return default
-    if name not in env:
-        problems.append(
-            f"{key}: environment variable {name} is not set "
-            f"(write ${{{name}:-default}} to give a default)"
-        )
-        return ""
-    return env[name]
-
-
-# --- reading typed fields, recording problems ----------------------------------------------
-
-
-def _join(prefix: str, name: object) -> str:
-    return f"{prefix}.{name}" if prefix else str(name)
-
-
-def _got(value: object) -> str:
-    if isinstance(value, dict | list):
-        return "a mapping" if isinstance(value, dict) else "a list"
-    return repr(value)
-
-
-def _read(
-    problems: list[str], value: object, key: str, default: _T, convert: Callable[[Any], _T]
-) -> _T:
-    """`convert(value)`, or `default` when the value is absent or (a problem recorded) bad."""
-    if value is None:
-        return default
-    try:
-        return convert(value)
-    except ValueError as exc:
-        problems.append(f"{key}: {exc}")
-        return default
-
-
-@dataclass(frozen=True, slots=True)
-class _Section:
-    """One mapping of the file under its dotted `key`; absent or mistyped reads as empty."""
-
-    data: dict[Any, Any]
-    key: str
-    problems: list[str]
-
-    @classmethod
-    def of(
-        cls, value: object, key: str, allowed: Iterable[str] | None, problems: list[str]
-    ) -> _Section:
-        """Wrap `value`, recording a non-mapping and every key outside `allowed`."""
-        if value is not None and not isinstance(value, dict):
-            problems.append(f"{key or 'config file'}: expected a mapping, got {_got(value)}")
-        data = value if isinstance(value, dict) else {}
-        if allowed is not None:
-            allowed = tuple(allowed)
-            for name in data:
-                if name not in allowed:
-                    problems.append(
-                        f"{_join(key, name)}: unknown key (allowed: {', '.join(allowed)})"
-                    )
-        return cls(data, key, problems)
-
-    def sub(self, name: str, allowed: Iterable[str] | None) -> _Section:
-        """The section under `name`."""
-        return _Section.of(self.data.get(name), _join(self.key, name), allowed, self.problems)
-
-    def get(self, name: str, default: _T, convert: Callable[[Any], _T]) -> _T:
-        """The field `name` converted, or `default` when absent or bad."""
-        return _read(self.problems, self.data.get(name), _join(self.key, name), default, convert)
-
-
 def _layer(
     value: object, key: str, env: Mapping[str, str], variable: str, flag: tuple[str, str | None]
 ) -> tuple[object, str]:
@@ -235,103 +138,11 @@ def _layer(
     return value, key
 
 
-# --- converters: the typed value, or ValueError("expected ..., got ...") -------------------
-
-
-def _text(value: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"expected a string, got {_got(value)}")
-    return value
-
-
-def _flag(value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in _TRUE_WORDS | _FALSE_WORDS:
-        return value.lower() in _TRUE_WORDS
-    raise ValueError(f"expected true or false, got {_got(value)}")
-
-
-def _count(value: object) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    raise ValueError(f"expected a whole number of 0 or more, got {_got(value)}")
-
-
-def _one_of(*choices: str) -> Callable[[Any], str]:
-    def convert(value: object) -> str:
-        if isinstance(value, str) and value.lower() in choices:
-            return value.lower()
-        raise ValueError(f"expected one of {', '.join(choices)}, got {_got(value)}")
-
-    return convert
-
-
-def _quota(value: Any) -> int:
-    size = parse_size(value)
-    if size <= 0:
-        raise ValueError(f"must be more than 0 bytes, got {_got(value)}")
-    return size
-
-
-def _timeout(value: Any) -> float:
-    seconds = parse_duration(value)
-    if seconds <= 0:
-        raise ValueError(f"must be longer than 0 seconds, got {_got(value)}")
-    return seconds
-
-
-def _path(value: object) -> Path:
-    if not _text(value).strip():
-        raise ValueError("expected a path, got an empty string")
-    return Path(str(value)).expanduser()
-
-
-def _url(value: object) -> str:
-    """`scheme://host[:port]` without a trailing slash; http or https only."""
-    text = _text(value).strip()
-    hint = f"expected an http:// or https:// URL like https://ghcr.io, got {text!r}"
-    parts = urlsplit(text)
-    try:
-        parts.port  # noqa: B018 -- the property raises ValueError for a bad port
-    except ValueError:
-        raise ValueError(f"{hint} (bad port)") from None
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise ValueError(hint)
-    if parts.username or parts.password:
-        raise ValueError(f"{hint} (put credentials in username and password)")
-    if parts.path.strip("/") or parts.query or parts.fragment:
-        raise ValueError(f"{hint} (no path, query or fragment)")
-    return f"{parts.scheme.lower()}://{parts.netloc}"
-
-
-def _listen(value: object) -> tuple[str, int]:
-    """`HOST:PORT`, `[IPv6]:PORT` or `:PORT` (all interfaces) as (host, port)."""
-    text = _text(value).strip()
-    hint = f"expected HOST:PORT like 0.0.0.0:5000 or [::1]:5000, got {text!r}"
-    host, colon, port = text.rpartition(":")
-    if not colon or not port.isdigit():
-        raise ValueError(hint)
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(hint) from None
-    elif host and not _HOST_RE.fullmatch(host):
-        raise ValueError(hint)
-    if not 1 <= int(port) <= 65535:
-        raise ValueError(f"port {int(port)} is out of range 1-65535")
-    return host or "0.0.0.0", int(port)
-
-
 # --- sections ------------------------------------------------------------------------------
 
 
 def _build_upstreams(
-    top: _Section, env: Mapping[str, str], overrides: Overrides
+    top: fields.Section, env: Mapping[str, str], overrides: Overrides
 ) -> tuple[dict[str, UpstreamSettings], str]:
     """The file's upstreams (or the built-in Docker Hub), the default one, and --upstream."""
     if top.data.get("upstreams") is None:
@@ -347,12 +158,12 @@ def _build_upstreams(
     if url is not None and default in upstreams:
         upstream = upstreams[default]
         upstreams[default] = replace(
-            upstream, url=_read(top.problems, url, key, upstream.url, _url)
+            upstream, url=fields.read(top.problems, url, key, upstream.url, fields.url)
         )
     return upstreams, default
 
 
-def _build_upstream(upstreams: _Section, name: object) -> UpstreamSettings:
+def _build_upstream(upstreams: fields.Section, name: object) -> UpstreamSettings:
     section = upstreams.sub(str(name), _UPSTREAM_KEYS)
     if not isinstance(name, str) or not _UPSTREAM_NAME_RE.fullmatch(name):
         section.problems.append(
@@ -363,28 +174,28 @@ def _build_upstream(upstreams: _Section, name: object) -> UpstreamSettings:
     if url is None:
         section.problems.append(f"{section.key}.url: required, e.g. https://ghcr.io")
     # Empty counts as absent, so `${TOKEN:-}` means "anonymous unless TOKEN is set".
-    username = section.get("username", None, _text) or None
-    password = section.get("password", None, _text) or None
+    username = section.get("username", None, fields.text) or None
+    password = section.get("password", None, fields.text) or None
     if (username is None) != (password is None):
         missing, given = ("password", "username") if password is None else ("username", "password")
         section.problems.append(f"{section.key}.{missing}: required when {given} is set")
     base = UpstreamSettings(
-        name=str(name), url=_read(section.problems, url, f"{section.key}.url", "", _url)
+        name=str(name), url=fields.read(section.problems, url, f"{section.key}.url", "", fields.url)
     )
     return replace(
         base,
         username=username,
         password=password,
-        connect_timeout=section.get("connect_timeout", base.connect_timeout, _timeout),
-        read_timeout=section.get("read_timeout", base.read_timeout, _timeout),
-        retries=section.get("retries", base.retries, _count),
+        connect_timeout=section.get("connect_timeout", base.connect_timeout, fields.timeout),
+        read_timeout=section.get("read_timeout", base.read_timeout, fields.timeout),
+        retries=section.get("retries", base.retries, fields.count),
     )
 
 
-def _default_name(top: _Section, upstreams: Mapping[str, object]) -> str:
+def _default_name(top: fields.Section, upstreams: Mapping[str, object]) -> str:
     """`default_upstream`, else docker.io when configured, else the only upstream there is."""
     names = ", ".join(upstreams)
-    name = top.get("default_upstream", None, _text)
+    name = top.get("default_upstream", None, fields.text)
     if name is not None:
         if upstreams and name not in upstreams:
             top.problems.append(f"default_upstream: {name!r} is not one of the upstreams ({names})")
@@ -398,9 +209,9 @@ def _default_name(top: _Section, upstreams: Mapping[str, object]) -> str:
     return DOCKER_HUB
 
 
-def _build_tls(section: _Section) -> TlsSettings:
+def _build_tls(section: fields.Section) -> TlsSettings:
     """Both PEM files, each a readable file."""
-    paths = [section.get(name, Path(), _path) for name in ("cert", "key")]
+    paths = [section.get(name, Path(), fields.path) for name in ("cert", "key")]
     for name, path in zip(("cert", "key"), paths, strict=True):
         key = f"{section.key}.{name}"
         if section.data.get(name) is None:
@@ -411,7 +222,7 @@ def _build_tls(section: _Section) -> TlsSettings:
 
 
 def _build_storage(
-    section: _Section, env: Mapping[str, str], overrides: Overrides
+    section: fields.Section, env: Mapping[str, str], overrides: Overrides
 ) -> StorageSettings:
     base = StorageSettings()
     flag = ("--storage", overrides.storage)
@@ -422,10 +233,11 @@ def _build_storage(
     size, size_key = _layer(
         section.data.get("max_size"), "storage.max_size", env, "MIRROR_MAX_SIZE", flag
     )
-    checked = _read(section.problems, path, path_key, base.path, _path)
+    checked = fields.read(section.problems, path, path_key, base.path, fields.path)
     _check_storage_path(checked, path_key, section.problems)
     return StorageSettings(
-        path=checked, max_size=_read(section.problems, size, size_key, base.max_size, _quota)
+        path=checked,
+        max_size=fields.read(section.problems, size, size_key, base.max_size, fields.quota),
     )
 
 
@@ -446,20 +258,20 @@ def _check_storage_path(path: Path, key: str, problems: list[str]) -> None:
         )
 
 
-def _build_manifests(section: _Section) -> ManifestSettings:
+def _build_manifests(section: fields.Section) -> ManifestSettings:
     base = ManifestSettings()
     return ManifestSettings(
         tag_ttl=section.get("tag_ttl", base.tag_ttl, parse_duration),
-        serve_stale=section.get("serve_stale", base.serve_stale, _flag),
+        serve_stale=section.get("serve_stale", base.serve_stale, fields.flag),
         negative_ttl=section.get("negative_ttl", base.negative_ttl, parse_duration),
     )
 
 
-def _build_log(section: _Section) -> LogSettings:
+def _build_log(section: fields.Section) -> LogSettings:
     base = LogSettings()
     return LogSettings(
-        level=section.get("level", base.level, _one_of(*_LOG_LEVELS)),
-        format=section.get("format", base.format, _one_of(*_LOG_FORMATS)),
+        level=section.get("level", base.level, fields.one_of(*_LOG_LEVELS)),
+        format=section.get("format", base.format, fields.one_of(*_LOG_FORMATS)),
     )
 
 

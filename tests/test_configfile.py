@@ -1,4 +1,4 @@
-"""Loading settings: ${VAR}, precedence, validation, describe() and the example config."""
+"""Loading settings end to end: ${VAR}, precedence, validation, describe(), the example."""
 
 from __future__ import annotations
 
@@ -74,26 +74,6 @@ def test_file_values_reach_settings() -> None:
 def test_port_only_listens_on_all_interfaces() -> None:
     settings = load(None, {}, Overrides(listen=":8080"))
     assert (settings.host, settings.port) == ("0.0.0.0", 8080)
-
-
-def test_env_expands_inside_yaml_strings() -> None:
-    settings = load(
-        config(
-            "upstreams:\n"
-            "  ghcr.io:\n"
-            "    url: https://${GHCR_HOST}\n"
-            "    username: ${GHCR_USER:-robot}\n"
-            "    password: pre-${GHCR_TOKEN}-$${LITERAL}\n"
-            "log: {level: '${LEVEL:-warning}'}\n"
-        ),
-        {"GHCR_HOST": "ghcr.example", "GHCR_TOKEN": "s3cret", "LEVEL": ""},
-        Overrides(),
-    )
-    upstream = settings.upstreams["ghcr.io"]
-    assert upstream.url == "https://ghcr.example"
-    assert upstream.username == "robot"
-    assert upstream.password == "pre-s3cret-${LITERAL}"
-    assert settings.log.level == "warning"  # set but empty takes the default, as in sh
 
 
 def test_undefined_variable_names_the_key() -> None:
@@ -245,24 +225,16 @@ def test_unknown_keys_are_named_with_the_allowed_ones() -> None:
         ("- listen\n", "config file: expected a mapping, got a list"),
         ("upstreams: [docker.io]\n", "upstreams: expected a mapping, got a list"),
         ("upstreams: {}\n", "upstreams: at least one upstream is required"),
-        ("listen: 5000\n", "listen: expected a string, got 5000"),
-        ("listen: '::1:5000'\n", "listen: expected HOST:PORT like 0.0.0.0:5000 or [::1]:5000"),
         ("listen: 'host:0'\n", "listen: port 0 is out of range 1-65535"),
-        ("storage: {max_size: 0}\n", "storage.max_size: must be more than 0 bytes, got 0"),
         ("upstreams:\n  Bad_Name: {url: 'https://x.io'}\n", "upstreams.Bad_Name: expected an"),
         ("upstreams:\n  x.io: {url: 'https://x.io/v2'}\n", "upstreams.x.io.url: expected an"),
-        ("upstreams:\n  x.io: {url: 'https://u:p@x.io'}\n", "upstreams.x.io.url: expected an"),
-        ("upstreams:\n  x.io: {url: 'https://x.io:99999'}\n", "upstreams.x.io.url: expected an"),
-        ("upstreams:\n  x.io: {url: 'https://'}\n", "upstreams.x.io.url: expected an"),
         ("upstreams:\n  x.io: {password: p, url: 'https://x.io'}\n", "upstreams.x.io.username"),
         (
             "upstreams:\n  a.io: {url: 'https://a.io'}\n  b.io: {url: 'https://b.io'}\n",
             "default_upstream: required to choose among a.io, b.io",
         ),
-        ("manifests: {serve_stale: 'yes please'}\n", "manifests.serve_stale: expected true or"),
         ("tls: {}\n", "tls.cert: required when tls is set"),
         ("storage: {path: ''}\n", "storage.path: expected a path, got an empty string"),
-        ("a: ${1X}\n", "a: malformed variable reference ${1X}"),
     ],
 )
 def test_single_problem(text: str, expected: str) -> None:
