@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from .support import ManagedProcess, free_port, http_status, wait_until
+from .support import LoopbackServer, ManagedProcess
 
 
 def find_mirror_executable() -> str | None:
@@ -44,8 +44,9 @@ class UpstreamConfig:
         return out
 
 
-class MirrorProcess:
-    """One `mirror serve` process with its own storage dir, config and log file.
+class MirrorProcess(LoopbackServer):
+    """One `mirror serve` process with its own storage dir, config and log file, ready
+    once `GET /v2/` answers 200 (see `LoopbackServer` for start, stop and the log).
 
     `extra` is merged into the top level of the config (e.g. `{"manifests":
     {"tag_ttl": "0s"}}`), so tests can vary settings without new plumbing.
@@ -60,8 +61,8 @@ class MirrorProcess:
         default_upstream: str = "docker.io",
         extra: Mapping[str, Any] | None = None,
     ) -> None:
+        super().__init__("mirror", ready_status=200)
         self.workdir = workdir
-        self.port = free_port()
         self.storage = workdir / "storage"
         self.config_path = workdir / "config.yml"
         self.config: dict[str, Any] = {
@@ -86,38 +87,9 @@ class MirrorProcess:
         )
 
     @property
-    def host(self) -> str:
-        """`127.0.0.1:PORT`, as image references spell it."""
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
-
-    def start(self, timeout: float = 30.0) -> None:
-        """Start and wait until `GET /v2/` is 200; raises (with the log) if it exits or hangs."""
-        self.process.start()
-        try:
-            wait_until(
-                lambda: True if http_status(f"{self.url}/v2/") == 200 else None,
-                timeout=timeout,
-                what=f"the mirror on {self.host} to answer GET /v2/ with 200",
-                abort=self.process.exited,
-            )
-        except BaseException:
-            self.process.stop()
-            raise
-
-    def stop(self, grace: float = 10.0) -> int | None:
-        """SIGTERM by pid, SIGKILL after `grace`; idempotent. Returns the exit status."""
-        return self.process.stop(grace)
-
-    @property
     def needed_sigkill(self) -> bool:
+        """True when the last `stop()` had to SIGKILL: the mirror ignored SIGTERM."""
         return self.process.killed
-
-    def log_text(self) -> str:
-        return self.process.log_text()
 
 
 StartMirror = Callable[..., MirrorProcess]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from .support import ManagedProcess, free_port, http_status, wait_until
+from .support import LoopbackServer, ManagedProcess, http_status, wait_until
 from .tokenissuer import TokenIssuer
 
 _BARRIER = "e2e-log-barrier"
@@ -93,18 +93,19 @@ def blob_fetches(records: list[AccessRecord]) -> list[AccessRecord]:
     return [r for r in records if r.method == "GET" and r.kind == "blob"]
 
 
-class Registry:
+class Registry(LoopbackServer):
     """One reference-registry process with token auth, on 127.0.0.1 and a free port.
 
     `start()` waits until `/v2/` answers (401: it wants a token); `stop()` stops it
     by pid and keeps its storage, so `start()` again brings back the same content on
-    the same port. Access records come from `requests_since(mark())`.
+    the same port. Access records come from `requests_since(mark())`; `log_text()` is
+    the registry's own log (stderr): errors, auth failures, request details.
     """
 
     def __init__(self, binary: str, workdir: Path, issuer: TokenIssuer) -> None:
+        super().__init__("registry", ready_status=401)
         self.workdir = workdir
         self.issuer = issuer
-        self.port = free_port()
         self.config_path = workdir / "config.yml"
         self.access_log_path = workdir / "access.log"
         self.process = ManagedProcess(
@@ -138,37 +139,6 @@ class Registry:
             },
         }
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-
-    @property
-    def host(self) -> str:
-        """`127.0.0.1:PORT`, as image references spell it."""
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
-
-    def start(self, timeout: float = 30.0) -> None:
-        """Start the process and wait until `/v2/` answers 401. Raises if it dies or hangs."""
-        self.process.start()
-        try:
-            wait_until(
-                lambda: True if http_status(f"{self.url}/v2/") == 401 else None,
-                timeout=timeout,
-                what=f"the registry on {self.host}",
-                abort=self.process.exited,
-            )
-        except BaseException:
-            self.process.stop()
-            raise
-
-    def stop(self) -> None:
-        """Stop the registry by pid (SIGTERM, then SIGKILL). Idempotent."""
-        self.process.stop()
-
-    @property
-    def running(self) -> bool:
-        return self.process.running
 
     @contextmanager
     def stopped(self) -> Iterator[None]:
@@ -215,7 +185,3 @@ class Registry:
     def requests_since(self, mark: int = 0) -> list[AccessRecord]:
         """Requests the registry answered after `mark()` returned (barriers left out)."""
         return [r for r in self._sync()[mark:] if _BARRIER not in r.query]
-
-    def log_text(self) -> str:
-        """The registry's own log (stderr): errors, auth failures, request details."""
-        return self.process.log_text()

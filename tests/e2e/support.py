@@ -1,8 +1,10 @@
 """Plumbing shared by every end-to-end helper: binaries, ports, polling, processes, HTTP.
 
 Owns: the skip-or-fail rule for missing binaries (`MIRROR_E2E_REQUIRED=1` fails),
-free loopback ports, deadline polling, child processes stopped by pid, and a tiny
-loopback-only HTTP client. It knows nothing about registries or the mirror.
+free loopback ports, deadline polling, child processes stopped by pid, a tiny
+loopback-only HTTP client, and `LoopbackServer`: a server process on a free port that
+is ready once `GET /v2/` answers a given status. Beyond that `/v2/` probe it knows
+nothing about registries or the mirror.
 """
 
 from __future__ import annotations
@@ -214,3 +216,56 @@ def http_status(url: str) -> int | None:
         return http_request("GET", url, timeout=2.0).status
     except OSError:
         return None
+
+
+class LoopbackServer:
+    """A server child process on 127.0.0.1 and a free port, ready once `GET /v2/` answers
+    `ready_status` (the mirror: 200; a token-auth registry: 401).
+
+    A subclass calls `__init__` first (its config needs `host`), then sets `process`.
+    `stop()` keeps the port, so `start()` again brings the server back at the same address.
+    """
+
+    process: ManagedProcess
+
+    def __init__(self, label: str, *, ready_status: int) -> None:
+        self.label = label
+        self.ready_status = ready_status
+        self.port = free_port()
+
+    @property
+    def host(self) -> str:
+        """`127.0.0.1:PORT`, as image references spell it."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start and wait until `GET /v2/` answers `ready_status`. If the process exits
+        (RuntimeError with its log) or the deadline passes (TimeoutError), it is stopped."""
+        what = f"the {self.label} on {self.host} to answer GET /v2/ with {self.ready_status}"
+        self.process.start()
+        try:
+            wait_until(
+                lambda: True if http_status(f"{self.url}/v2/") == self.ready_status else None,
+                timeout=timeout,
+                what=what,
+                abort=self.process.exited,
+            )
+        except BaseException:
+            self.process.stop()
+            raise
+
+    def stop(self, grace: float = 10.0) -> int | None:
+        """SIGTERM by pid, SIGKILL after `grace`; idempotent. Returns the exit status."""
+        return self.process.stop(grace)
+
+    @property
+    def running(self) -> bool:
+        return self.process.running
+
+    def log_text(self) -> str:
+        """The process's log: stderr, and stdout too unless it has its own log file."""
+        return self.process.log_text()

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import platform
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -22,31 +26,103 @@ from .skopeo import (
     assert_oci_layout_image,
     docker_ref,
 )
-from .tokenissuer import MIRROR_USER, Access, TokenIssuer
+from .tokenissuer import MIRROR_USER, Access, TokenIssuer, TokenRequest
 
 pytestmark = pytest.mark.e2e
 
-
-def ref(mirror: MirrorProcess, item: Image | ImageIndex, reference: str | None = None) -> str:
-    """The item's reference on the mirror: its tag unless `reference` is given."""
-    return docker_ref(mirror.host, item.repository, reference or item.tag or item.digest)
+T = TypeVar("T")
 
 
-def pull(
-    skopeo: Skopeo,
-    mirror: MirrorProcess,
-    item: Image | ImageIndex,
-    dest: Path,
-    reference: str | None = None,
-) -> None:
-    """Copy `item` (every platform of an index) through the mirror into `dir:dest`, then
-    check the copy byte for byte against what was pushed."""
-    if isinstance(item, ImageIndex):
-        skopeo.copy(ref(mirror, item, reference), f"dir:{dest}", all_images=True)
-        assert_dir_index(dest, item)
-    else:
-        skopeo.copy(ref(mirror, item, reference), f"dir:{dest}")
-        assert_dir_image(dest, item)
+@contextmanager
+def appended(snapshot: Callable[[], list[T]]) -> Iterator[list[T]]:
+    """What a `with` body adds to `snapshot()` (a mark/since pair), filled in at its end."""
+    added: list[T] = []
+    before = len(snapshot())
+    yield added
+    added.extend(snapshot()[before:])
+
+
+@dataclass(frozen=True, slots=True)
+class Through:
+    """skopeo pulling anonymously through `mirror`, each copy into its own `dir:` under `out`."""
+
+    mirror: MirrorProcess
+    skopeo: Skopeo
+    upstream: Registry
+    out: Path
+
+    def ref(
+        self, item: Image | ImageIndex, reference: str | None = None, repository: str | None = None
+    ) -> str:
+        """The item's reference on the mirror: its tag unless `reference` is given, its
+        repository unless `repository` is."""
+        return docker_ref(
+            self.mirror.host,
+            repository or item.repository,
+            reference or item.tag or item.digest,
+        )
+
+    def dest(self, name: str) -> Path:
+        """A fresh destination directory under `out` (reusing one would hide a failed copy)."""
+        path = self.out / name
+        assert not path.exists(), f"{path} already holds an earlier copy"
+        return path
+
+    def pull(
+        self,
+        item: Image | ImageIndex,
+        name: str = "out",
+        reference: str | None = None,
+        *,
+        repository: str | None = None,
+    ) -> Path:
+        """Copy `item` (every platform of an index) into `dir:out/name`, then check the copy
+        byte for byte against what was pushed. Returns the copy's directory."""
+        source = self.ref(item, reference, repository)
+        dest = self.dest(name)
+        if isinstance(item, ImageIndex):
+            self.skopeo.copy(source, f"dir:{dest}", all_images=True)
+            assert_dir_index(dest, item)
+        else:
+            self.skopeo.copy(source, f"dir:{dest}")
+            assert_dir_image(dest, item)
+        return dest
+
+    def cold_pull(
+        self, item: Image | ImageIndex, name: str = "out", *, repository: str | None = None
+    ) -> None:
+        """`pull` by tag, and check that the upstream served each of the item's blobs exactly
+        once (from the item's repository only)."""
+        with self.upstream_requests() as records:
+            self.pull(item, name, repository=repository)
+        for image in item.images if isinstance(item, ImageIndex) else (item,):
+            assert_fetched_once(records, image)
+
+    def upstream_requests(self) -> AbstractContextManager[list[AccessRecord]]:
+        """The requests the upstream answered during a `with` body, filled in at its end."""
+        return appended(self.upstream.requests_since)
+
+
+StartThrough = Callable[..., Through]
+"""The `start_through` fixture: `start_mirror(**kwargs)`, with skopeo pulling through it."""
+
+
+@pytest.fixture
+def start_through(
+    start_mirror: StartMirror, skopeo: Skopeo, upstream: Registry, tmp_path: Path
+) -> StartThrough:
+    return lambda **kwargs: Through(start_mirror(**kwargs), skopeo, upstream, tmp_path)
+
+
+@pytest.fixture
+def through(start_through: StartThrough) -> Through:
+    """skopeo pulling through a fresh mirror (empty cache, upstream credentials)."""
+    return start_through()
+
+
+def tokens_requested(issuer: TokenIssuer) -> AbstractContextManager[list[TokenRequest]]:
+    """The token requests `issuer` answered during a `with` body, filled in at its end."""
+    return appended(lambda: issuer.requests)
 
 
 def assert_fetched_once(records: list[AccessRecord], image: Image) -> None:
@@ -69,80 +145,49 @@ def host_architecture() -> str:
 
 
 def test_pull_by_tag_delivers_pushed_manifest_and_layers(
-    mirror: MirrorProcess,
-    skopeo: Skopeo,
-    upstream: Registry,
-    seeded_images: SeededImages,
-    tmp_path: Path,
+    through: Through, seeded_images: SeededImages
 ) -> None:
     image = seeded_images.docker
-    mark = upstream.mark()
-    skopeo.copy(ref(mirror, image), f"dir:{tmp_path / 'out'}")
-    assert_dir_image(tmp_path / "out", image)
+    through.cold_pull(image)
     assert len(image.layers) == 3
-    assert_fetched_once(upstream.requests_since(mark), image)
 
 
 @pytest.mark.parametrize("which", ["docker", "oci", "namespaced"])
-def test_pull_by_digest(
-    which: str,
-    mirror: MirrorProcess,
-    skopeo: Skopeo,
-    seeded_images: SeededImages,
-    tmp_path: Path,
-) -> None:
+def test_pull_by_digest(which: str, through: Through, seeded_images: SeededImages) -> None:
     image: Image = getattr(seeded_images, which)
-    skopeo.copy(ref(mirror, image, image.digest), f"dir:{tmp_path / 'out'}")
-    assert_dir_image(tmp_path / "out", image)
+    through.pull(image, reference=image.digest)
 
 
-def test_oci_image_into_oci_layout(
-    mirror: MirrorProcess, skopeo: Skopeo, seeded_images: SeededImages, tmp_path: Path
-) -> None:
+def test_oci_image_into_oci_layout(through: Through, seeded_images: SeededImages) -> None:
     image = seeded_images.oci
-    skopeo.copy(ref(mirror, image), f"oci:{tmp_path / 'layout'}:e2e")
-    assert_oci_layout_image(tmp_path / "layout", image)
+    layout = through.dest("layout")
+    through.skopeo.copy(through.ref(image), f"oci:{layout}:e2e")
+    assert_oci_layout_image(layout, image)
 
 
 def test_namespaced_image_keeps_its_namespace(
-    mirror: MirrorProcess,
-    skopeo: Skopeo,
-    upstream: Registry,
-    seeded_images: SeededImages,
-    tmp_path: Path,
+    through: Through, seeded_images: SeededImages
 ) -> None:
-    image = seeded_images.namespaced
-    mark = upstream.mark()
-    skopeo.copy(ref(mirror, image), f"dir:{tmp_path / 'out'}")
-    assert_dir_image(tmp_path / "out", image)
-    assert_fetched_once(upstream.requests_since(mark), image)
+    through.cold_pull(seeded_images.namespaced)
 
 
 def test_one_segment_name_gets_library_prefix(
-    mirror: MirrorProcess,
-    skopeo: Skopeo,
-    upstream: Registry,
-    seeded_images: SeededImages,
-    tmp_path: Path,
+    through: Through, seeded_images: SeededImages
 ) -> None:
     image = seeded_images.docker
     assert image.repository == f"library/{image.short_name}"
-    mark = upstream.mark()
-    source = docker_ref(mirror.host, image.short_name, "1")
-    skopeo.copy(source, f"dir:{tmp_path / 'out'}")
-    assert_dir_image(tmp_path / "out", image)
-    assert_fetched_once(upstream.requests_since(mark), image)
+    through.cold_pull(image, repository=image.short_name)
 
 
 @pytest.mark.parametrize(
     "which", ["docker", "oci", "oci_index", "docker_list", "namespaced", "private"]
 )
 def test_inspect_raw_returns_the_pushed_bytes(
-    which: str, mirror: MirrorProcess, skopeo: Skopeo, seeded_images: SeededImages
+    which: str, through: Through, seeded_images: SeededImages
 ) -> None:
     item: Image | ImageIndex = getattr(seeded_images, which)
-    assert skopeo.inspect_raw(ref(mirror, item)) == item.manifest
-    assert skopeo.inspect_raw(ref(mirror, item, item.digest)) == item.manifest
+    assert through.skopeo.inspect_raw(through.ref(item)) == item.manifest
+    assert through.skopeo.inspect_raw(through.ref(item, item.digest)) == item.manifest
 
 
 # multi-arch ------------------------------------------------------------------------
@@ -150,178 +195,118 @@ def test_inspect_raw_returns_the_pushed_bytes(
 
 @pytest.mark.parametrize("which", ["oci_index", "docker_list"])
 def test_multi_arch_all_platforms(
-    which: str,
-    mirror: MirrorProcess,
-    skopeo: Skopeo,
-    upstream: Registry,
-    seeded_images: SeededImages,
-    tmp_path: Path,
+    which: str, through: Through, seeded_images: SeededImages
 ) -> None:
-    index: ImageIndex = getattr(seeded_images, which)
-    mark = upstream.mark()
-    skopeo.copy(ref(mirror, index), f"dir:{tmp_path / 'out'}", all_images=True)
-    assert_dir_index(tmp_path / "out", index)
-    records = upstream.requests_since(mark)
-    for image in index.images:
-        assert_fetched_once(records, image)
+    through.cold_pull(getattr(seeded_images, which))
 
 
 @pytest.mark.parametrize("arch", ["host", "arm64"])
 @pytest.mark.parametrize("which", ["oci_index", "docker_list"])
 def test_multi_arch_one_platform(
-    which: str,
-    arch: str,
-    mirror: MirrorProcess,
-    skopeo: Skopeo,
-    seeded_images: SeededImages,
-    tmp_path: Path,
+    which: str, arch: str, through: Through, seeded_images: SeededImages
 ) -> None:
     index: ImageIndex = getattr(seeded_images, which)
     wanted = host_architecture() if arch == "host" else arch
     if wanted not in {i.platform.architecture for i in index.images}:
         pytest.skip(f"the test index has no {wanted} image")
     override = None if arch == "host" else arch
-    skopeo.copy(ref(mirror, index), f"dir:{tmp_path / 'out'}", arch=override)
-    assert_dir_image(tmp_path / "out", index.for_platform(wanted))
+    dest = through.dest("out")
+    through.skopeo.copy(through.ref(index), f"dir:{dest}", arch=override)
+    assert_dir_image(dest, index.for_platform(wanted))
 
 
 @pytest.mark.parametrize("which", ["oci_index", "docker_list"])
-def test_multi_arch_by_digest(
-    which: str, mirror: MirrorProcess, skopeo: Skopeo, seeded_images: SeededImages, tmp_path: Path
-) -> None:
+def test_multi_arch_by_digest(which: str, through: Through, seeded_images: SeededImages) -> None:
     index: ImageIndex = getattr(seeded_images, which)
-    skopeo.copy(ref(mirror, index, index.digest), f"dir:{tmp_path / 'out'}", all_images=True)
-    assert_dir_index(tmp_path / "out", index)
+    through.pull(index, reference=index.digest)
 
 
 # the cache -------------------------------------------------------------------------
 
 
 def test_second_pull_sends_no_blob_request_upstream(
-    mirror: MirrorProcess,
-    skopeo: Skopeo,
-    upstream: Registry,
-    seeded_images: SeededImages,
-    tmp_path: Path,
+    through: Through, seeded_images: SeededImages
 ) -> None:
     image = seeded_images.docker
-    cold = upstream.mark()
-    skopeo.copy(ref(mirror, image), f"dir:{tmp_path / 'first'}")
-    assert_fetched_once(upstream.requests_since(cold), image)
-    mark = upstream.mark()
-    skopeo.copy(ref(mirror, image), f"dir:{tmp_path / 'second'}")
-    skopeo.copy(ref(mirror, image, image.digest), f"dir:{tmp_path / 'third'}")
-    assert_dir_image(tmp_path / "second", image)
-    assert_dir_image(tmp_path / "third", image)
-    blob_requests = [r for r in upstream.requests_since(mark) if r.kind == "blob"]
-    assert blob_requests == []
+    through.cold_pull(image, "first")
+    with through.upstream_requests() as requests:
+        through.pull(image, "second")
+        through.pull(image, "third", image.digest)
+    assert [r for r in requests if r.kind == "blob"] == []
 
 
 def test_second_pull_within_tag_ttl_sends_nothing_upstream(
-    mirror: MirrorProcess,
-    skopeo: Skopeo,
-    upstream: Registry,
-    seeded_images: SeededImages,
-    tmp_path: Path,
+    through: Through, seeded_images: SeededImages
 ) -> None:
-    image = seeded_images.docker_list
-    cold = upstream.mark()
-    skopeo.copy(ref(mirror, image), f"dir:{tmp_path / 'first'}", all_images=True)
-    assert any(r.kind == "manifest" for r in upstream.requests_since(cold)), "first pull unseen"
-    mark = upstream.mark()
-    skopeo.copy(ref(mirror, image), f"dir:{tmp_path / 'second'}", all_images=True)
-    assert_dir_index(tmp_path / "second", image)
-    assert [(r.method, r.path) for r in upstream.requests_since(mark)] == []
+    index = seeded_images.docker_list
+    with through.upstream_requests() as cold:
+        through.pull(index, "first")
+    assert any(r.kind == "manifest" for r in cold), "first pull unseen"
+    with through.upstream_requests() as warm:
+        through.pull(index, "second")
+    assert [(r.method, r.path) for r in warm] == []
 
 
 @pytest.mark.parametrize("which", ["docker", "oci_index"])
 def test_pull_after_upstream_stopped_is_served_from_cache(
-    which: str,
-    mirror: MirrorProcess,
-    skopeo: Skopeo,
-    upstream: Registry,
-    seeded_images: SeededImages,
-    tmp_path: Path,
+    which: str, through: Through, seeded_images: SeededImages
 ) -> None:
     item: Image | ImageIndex = getattr(seeded_images, which)
-    pull(skopeo, mirror, item, tmp_path / "warm")
-    with upstream.stopped():
-        assert not upstream.running
-        pull(skopeo, mirror, item, tmp_path / "by-tag")
-        pull(skopeo, mirror, item, tmp_path / "by-digest", item.digest)
+    through.pull(item, "warm")
+    with through.upstream.stopped():
+        assert not through.upstream.running
+        through.pull(item, "by-tag")
+        through.pull(item, "by-digest", item.digest)
 
 
 def test_stale_tag_served_when_upstream_is_down(
-    start_mirror: StartMirror,
-    skopeo: Skopeo,
-    upstream: Registry,
-    seeded_images: SeededImages,
-    tmp_path: Path,
+    start_through: StartThrough, seeded_images: SeededImages
 ) -> None:
     # tag_ttl 0: every tag request revalidates, so only serve_stale can answer it.
-    mirror = start_mirror(extra={"manifests": {"tag_ttl": "0s", "serve_stale": True}})
+    through = start_through(extra={"manifests": {"tag_ttl": "0s", "serve_stale": True}})
     image = seeded_images.docker
-    skopeo.copy(ref(mirror, image), f"dir:{tmp_path / 'warm'}")
-    mark = upstream.mark()
-    skopeo.copy(ref(mirror, image), f"dir:{tmp_path / 'revalidated'}")
-    revalidations = [r for r in upstream.requests_since(mark) if r.kind == "manifest"]
+    through.pull(image, "warm")
+    with through.upstream_requests() as requests:
+        through.pull(image, "revalidated")
+    revalidations = [r for r in requests if r.kind == "manifest"]
     assert revalidations, "with tag_ttl 0 the second pull should ask upstream about the tag"
-    with upstream.stopped():
-        skopeo.copy(ref(mirror, image), f"dir:{tmp_path / 'stale'}")
-    assert_dir_image(tmp_path / "stale", image)
+    with through.upstream.stopped():
+        through.pull(image, "stale")
 
 
 # upstream credentials --------------------------------------------------------------
 
 
 def test_private_repository_pulls_with_mirror_credentials(
-    mirror: MirrorProcess,
-    skopeo: Skopeo,
-    upstream: Registry,
-    token_issuer: TokenIssuer,
-    seeded_images: SeededImages,
-    tmp_path: Path,
+    through: Through, token_issuer: TokenIssuer, seeded_images: SeededImages
 ) -> None:
     image = seeded_images.private
-    anonymous = RegistryClient(upstream.url).get_manifest(image.repository, image.tag or "")
+    anonymous = RegistryClient(through.upstream.url).get_manifest(image.repository, image.tag or "")
     assert anonymous.status == 401, "the private repository must refuse anonymous pulls"
-    since = len(token_issuer.requests)
-    skopeo.copy(ref(mirror, image), f"dir:{tmp_path / 'out'}")
-    assert_dir_image(tmp_path / "out", image)
+    with tokens_requested(token_issuer) as tokens:
+        through.pull(image)
     pull = Access("repository", image.repository, ("pull",))
-    tokens = token_issuer.requests[since:]
     assert any(
         t.username == MIRROR_USER.username and t.authenticated and pull in t.granted for t in tokens
     ), f"token requests: {tokens}"
 
 
 def test_private_repository_refused_without_mirror_credentials(
-    start_mirror: StartMirror,
-    skopeo: Skopeo,
-    upstream: Registry,
-    seeded_images: SeededImages,
-    tmp_path: Path,
+    start_through: StartThrough, seeded_images: SeededImages
 ) -> None:
-    mirror = start_mirror(credentials=False)
-    image = seeded_images.private
-    mark = upstream.mark()
-    result = skopeo.copy(ref(mirror, image), f"dir:{tmp_path / 'out'}", check=False)
+    through = start_through(credentials=False)
+    source = through.ref(seeded_images.private)
+    with through.upstream_requests() as requests:
+        result = through.skopeo.copy(source, f"dir:{through.dest('out')}", check=False)
     assert result.returncode != 0
-    assert [r for r in upstream.requests_since(mark) if r.status == 200 and r.kind == "blob"] == []
+    assert [r for r in requests if r.status == 200 and r.kind == "blob"] == []
 
 
 def test_anonymous_mirror_pulls_public_image_with_anonymous_token(
-    start_mirror: StartMirror,
-    skopeo: Skopeo,
-    token_issuer: TokenIssuer,
-    seeded_images: SeededImages,
-    tmp_path: Path,
+    start_through: StartThrough, token_issuer: TokenIssuer, seeded_images: SeededImages
 ) -> None:
-    mirror = start_mirror(credentials=False)
-    image = seeded_images.oci
-    since = len(token_issuer.requests)
-    skopeo.copy(ref(mirror, image), f"dir:{tmp_path / 'out'}")
-    assert_dir_image(tmp_path / "out", image)
-    tokens = token_issuer.requests[since:]
+    through = start_through(credentials=False)
+    with tokens_requested(token_issuer) as tokens:
+        through.pull(seeded_images.oci)
     assert tokens, "the mirror never asked the token issuer"
     assert all(t.username is None for t in tokens), f"token requests: {tokens}"
