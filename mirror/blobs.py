@@ -6,13 +6,16 @@ are remembered for `negative_ttl`. Must not know the HTTP server.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from typing import BinaryIO
 
 from mirror.errors import BlobUnknown
+from mirror.evict import Quota
 from mirror.fetch import Download, Downloads, UpstreamBody
+from mirror.index import BlobIndex
 from mirror.memo import Memo
 from mirror.metrics import Metrics
 from mirror.storage import BlobStore
@@ -21,9 +24,9 @@ from mirror.upstream import UpstreamClient
 
 @dataclass(frozen=True, slots=True)
 class CachedBlob:
-    """A committed blob on local disk."""
+    """A committed blob, opened: the caller sends and closes `file`."""
 
-    path: Path
+    file: BinaryIO
     size: int
 
 
@@ -37,12 +40,16 @@ class BlobCache:
         downloads: Downloads,
         memo: Memo,
         metrics: Metrics,
+        index: BlobIndex,
+        quota: Quota,
     ) -> None:
         self._upstreams = upstreams
         self._store = store
         self._downloads = downloads
         self._memo = memo
         self._metrics = metrics
+        self._index = index
+        self._quota = quota
 
     async def get(self, upstream: str, repo: str, digest: str) -> CachedBlob | Download:
         """A cached blob, or a download under way whose upstream has answered.
@@ -57,7 +64,9 @@ class BlobCache:
         if self._downloads.get(digest) is None:
             await self._check_not_found(upstream, repo, digest)
         download, joined = self._downloads.join_or_start(
-            digest, lambda: self._open(upstream, repo, digest)
+            digest,
+            lambda: self._open(upstream, repo, digest),
+            self._quota.fill(digest, "blob", f"{upstream}/{repo}"),
         )
         if joined:
             self._metrics.download_joins.inc()
@@ -70,10 +79,11 @@ class BlobCache:
 
     async def size(self, upstream: str, repo: str, digest: str) -> int:
         """The size of a blob for HEAD: from the cache, a download, or an upstream HEAD."""
-        cached = self._cached(digest)
-        if cached is not None:
+        size = self._store.size(digest)
+        if size is not None:
             self._metrics.cache_requests.labels("blob", "hit").inc()
-            return cached.size
+            self._index.touch(digest)
+            return size
         self._metrics.cache_requests.labels("blob", "miss").inc()
         download = self._downloads.get(digest)
         if download is not None and (size := await download.wait_ready()) is not None:
@@ -92,9 +102,11 @@ class BlobCache:
         return length
 
     def _cached(self, digest: str) -> CachedBlob | None:
-        path = self._store.local_path(digest)
-        size = self._store.size(digest) if path is not None else None
-        return CachedBlob(path, size) if path is not None and size is not None else None
+        file = self._store.open(digest)
+        if file is None:
+            return None
+        self._index.touch(digest)
+        return CachedBlob(file, os.fstat(file.fileno()).st_size)
 
     async def _check_not_found(self, upstream: str, repo: str, digest: str) -> None:
         remembered = await self._memo.not_found(upstream, repo, "blob", digest)

@@ -39,6 +39,11 @@ class UpstreamSettings:
 class StorageSettings:
     path: Path = Path("./mirror-data")
     max_size: int = 20 * 1024**3
+    # Eviction starts when the cache passes high_watermark * max_size and goes down
+    # to low_watermark * max_size, least recently used first.
+    high_watermark: float = 0.95
+    low_watermark: float = 0.85
+    pinned: tuple[str, ...] = ()  # image references never evicted
 
 
 @dataclass(frozen=True, slots=True)

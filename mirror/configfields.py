@@ -172,6 +172,26 @@ def quota(value: Any) -> int:
     return size
 
 
+def fraction(value: Any) -> float:
+    """A number from 0 to 1, such as a watermark of the quota."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"expected a number from 0 to 1, got {_got(value)}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"expected a number from 0 to 1, got {_got(value)}") from None
+    if not 0 < number <= 1:
+        raise ValueError(f"expected a number above 0 and at most 1, got {_got(value)}")
+    return number
+
+
+def strings(value: Any) -> tuple[str, ...]:
+    """A list of non-empty strings."""
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"expected a list of strings, got {_got(value)}")
+    return tuple(value)
+
+
 def timeout(value: Any) -> float:
     """A duration in seconds, as `parse_duration` reads it, of more than 0."""
     seconds = parse_duration(value)

@@ -32,6 +32,7 @@ from mirror.config import (
     UpstreamSettings,
     default_upstreams,
 )
+from mirror.pins import parse_pin
 from mirror.units import format_duration, format_size, parse_duration
 
 _UPSTREAM_NAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?(?::\d+)?")
@@ -68,7 +69,7 @@ def load(path: Path | None, env: Mapping[str, str], overrides: Overrides) -> Set
         host=host,
         port=port,
         tls=None if top.data.get("tls") is None else _build_tls(top.sub("tls", ("cert", "key"))),
-        storage=_build_storage(top.sub("storage", ("path", "max_size")), env, overrides),
+        storage=_build_storage(top.sub("storage", _STORAGE_KEYS), env, overrides, upstreams),
         upstreams=upstreams,
         default_upstream=default,
         manifests=_build_manifests(
@@ -91,6 +92,9 @@ def describe(settings: Settings) -> str:
     document["storage"] = {
         "path": str(settings.storage.path),
         "max_size": format_size(settings.storage.max_size),
+        "high_watermark": settings.storage.high_watermark,
+        "low_watermark": settings.storage.low_watermark,
+        "pinned": list(settings.storage.pinned),
     }
     document["upstreams"] = {
         name: _describe_upstream(upstream) for name, upstream in settings.upstreams.items()
@@ -221,8 +225,14 @@ def _build_tls(section: fields.Section) -> TlsSettings:
     return TlsSettings(cert=paths[0], key=paths[1])
 
 
+_STORAGE_KEYS = ("path", "max_size", "high_watermark", "low_watermark", "pinned")
+
+
 def _build_storage(
-    section: fields.Section, env: Mapping[str, str], overrides: Overrides
+    section: fields.Section,
+    env: Mapping[str, str],
+    overrides: Overrides,
+    upstreams: Mapping[str, UpstreamSettings],
 ) -> StorageSettings:
     base = StorageSettings()
     flag = ("--storage", overrides.storage)
@@ -235,9 +245,24 @@ def _build_storage(
     )
     checked = fields.read(section.problems, path, path_key, base.path, fields.path)
     _check_storage_path(checked, path_key, section.problems)
+    high = section.get("high_watermark", base.high_watermark, fields.fraction)
+    low = section.get("low_watermark", base.low_watermark, fields.fraction)
+    if low > high:
+        section.problems.append(
+            f"storage.low_watermark: must not be above storage.high_watermark ({high}), got {low}"
+        )
+    pinned = section.get("pinned", base.pinned, fields.strings)
+    for index, reference in enumerate(pinned):
+        try:
+            parse_pin(reference, upstreams)
+        except ValueError as error:
+            section.problems.append(f"storage.pinned[{index}]: {error}")
     return StorageSettings(
         path=checked,
         max_size=fields.read(section.problems, size, size_key, base.max_size, fields.quota),
+        high_watermark=high,
+        low_watermark=low,
+        pinned=pinned,
     )
 
 

@@ -13,6 +13,7 @@
     ├── Unsupported                 UNSUPPORTED         405
     │   └── EndpointUnknown         UNSUPPORTED         404  (no such v2 endpoint)
     ├── TooManyRequests             TOOMANYREQUESTS     429
+    ├── InsufficientStorage         UNAVAILABLE         507  (disk full, nothing to evict)
     └── UpstreamUnavailable         UNAVAILABLE         502 / 503 / 504
         └── DigestMismatch          UNAVAILABLE         502  (bytes hashed to another digest)
 
@@ -102,6 +103,11 @@ class TooManyRequests(MirrorError):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class InsufficientStorage(MirrorError):
+    code = "UNAVAILABLE"
+    status = 507
 
 
 class UpstreamUnavailable(MirrorError):

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-from mirror.errors import DigestMismatch, MirrorError, UpstreamUnavailable
+from mirror.errors import DigestMismatch, InsufficientStorage, MirrorError, UpstreamUnavailable
 from mirror.metrics import Metrics
 from mirror.storage import BlobStore, BlobWriter
 
@@ -38,6 +39,27 @@ class UpstreamBody:
 Opener = Callable[[], AbstractAsyncContextManager[UpstreamBody]]
 
 
+class FillPolicy(Protocol):
+    """What a download asks of the cache around it (the quota)."""
+
+    async def admit(self, size: int | None) -> bool:
+        """The upstream answered with `size` (if known): True to keep the blob, False to
+        pass it through (readers are served, then the bytes are discarded)."""
+        ...
+
+    async def make_room(self, needed: int) -> bool:
+        """The disk is full: free space; True if anything was freed."""
+        ...
+
+    async def committed(self, size: int) -> None:
+        """The blob is verified and visible in the store."""
+        ...
+
+    def finished(self) -> None:
+        """The download is over, whatever its outcome (always called, once)."""
+        ...
+
+
 class Download:
     """A blob being fetched into the store; readers follow it with `read_range`."""
 
@@ -51,7 +73,7 @@ class Download:
         self._written = 0
         self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._changed = asyncio.Event()
-        self._committed = False
+        self._verified = False
         self._error: BaseException | None = None
 
     async def wait_ready(self) -> int | None:
@@ -63,7 +85,7 @@ class Download:
         return self.size
 
     def _available(self) -> int:
-        if self._committed:
+        if self._verified:
             return self._written
         return max(0, self._written - 1)
 
@@ -72,7 +94,7 @@ class Download:
             if self._error is not None:
                 raise self._error
             available = self._available()
-            if available > offset or self._committed:
+            if available > offset or self._verified:
                 return available
             self._changed.clear()
             await self._changed.wait()
@@ -103,23 +125,29 @@ class Download:
         finally:
             os.close(fd)
 
-    async def run(self, opener: Opener, metrics: Metrics) -> None:
-        """Fetch, write and commit; never raises, readers see the outcome."""
+    async def run(self, opener: Opener, metrics: Metrics, policy: FillPolicy) -> None:
+        """Fetch, write, verify and commit (or only verify, if not admitted).
+
+        Never raises but CancelledError: readers see the outcome.
+        """
         try:
             async with opener() as body:
                 self.size = body.size
+                keep = await policy.admit(body.size)
                 self._ready.set_result(None)
                 async for chunk in body.chunks:
-                    await asyncio.to_thread(self._writer.write, chunk)
-                    self._written += len(chunk)
-                    self._changed.set()
+                    await self._write(chunk, policy)
                 if self.size is not None and self._written != self.size:
                     raise UpstreamUnavailable(
                         f"upstream sent {self._written} of {self.size} bytes of {self.digest}"
                     )
-            await asyncio.to_thread(self._writer.commit)
+            await asyncio.to_thread(self._writer.commit if keep else self._writer.verify)
             self.size = self._written
-            self._committed = True
+            self._verified = True
+            if keep:
+                await policy.committed(self._written)
+            else:
+                self._writer.discard()
         except DigestMismatch as error:
             metrics.digest_mismatches.inc()
             log.warning("digest mismatch: %s", error.message)
@@ -133,6 +161,17 @@ class Download:
             self._fail(UpstreamUnavailable(f"download of {self.digest} failed: {error!r}"))
         finally:
             self._changed.set()
+            policy.finished()
+
+    async def _write(self, chunk: bytes, policy: FillPolicy) -> None:
+        try:
+            await asyncio.to_thread(self._writer.write, chunk)
+        except OSError as error:
+            if error.errno != errno.ENOSPC or not await policy.make_room(len(chunk)):
+                raise InsufficientStorage(f"disk full while caching {self.digest}") from error
+            await asyncio.to_thread(self._writer.write, chunk)
+        self._written += len(chunk)
+        self._changed.set()
 
     def _fail(self, error: BaseException) -> None:
         self._error = error
@@ -155,23 +194,26 @@ class Downloads:
         """The download of `digest` under way, if any."""
         return self._active.get(digest)
 
-    def join_or_start(self, digest: str, opener: Opener) -> tuple[Download, bool]:
+    def join_or_start(
+        self, digest: str, opener: Opener, policy: FillPolicy
+    ) -> tuple[Download, bool]:
         """The download of `digest` under way (joined: True), or a new one started with
-        `opener` (joined: False). Never yields to the loop, so at most one starts."""
+        `opener` under `policy` (joined: False). Never yields to the loop, so at most one
+        starts."""
         download = self._active.get(digest)
         if download is not None:
             return download, True
         download = Download(self._store.writer(digest))
         self._active[digest] = download
         self._metrics.downloads_in_flight.inc()
-        task = asyncio.create_task(self._run(download, opener), name=f"download {digest}")
+        task = asyncio.create_task(self._run(download, opener, policy), name=f"download {digest}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return download, False
 
-    async def _run(self, download: Download, opener: Opener) -> None:
+    async def _run(self, download: Download, opener: Opener, policy: FillPolicy) -> None:
         try:
-            await download.run(opener, self._metrics)
+            await download.run(opener, self._metrics, policy)
         finally:
             del self._active[download.digest]
             self._metrics.downloads_in_flight.dec()

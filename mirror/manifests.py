@@ -24,7 +24,9 @@ from mirror.errors import (
     TooManyRequests,
     UpstreamUnavailable,
 )
+from mirror.evict import Quota
 from mirror.fetch import SingleFlight
+from mirror.index import BlobIndex
 from mirror.memo import Memo
 from mirror.metrics import Metrics
 from mirror.oci import (
@@ -80,6 +82,8 @@ class ManifestCache:
         refs: Refs,
         memo: Memo,
         metrics: Metrics,
+        quota: Quota,
+        index: BlobIndex,
         serve_stale: bool,
     ) -> None:
         self._upstreams = upstreams
@@ -87,6 +91,8 @@ class ManifestCache:
         self._refs = refs
         self._memo = memo
         self._metrics = metrics
+        self._quota = quota
+        self._index = index
         self._serve_stale = serve_stale
         self._flights: SingleFlight[tuple[str, str, str], Manifest] = SingleFlight()
 
@@ -136,6 +142,7 @@ class ManifestCache:
             body = self._store.read(digest)
         except FileNotFoundError:
             return None
+        self._index.touch(digest)
         media_type = (
             media_type
             or self._refs.manifest_type(upstream, repo, digest)
@@ -211,6 +218,7 @@ class ManifestCache:
             raise self._mismatch(upstream, f"manifest {repo}:{reference} claimed {claimed}")
         if self._store.size(digest) is None:
             await asyncio.to_thread(self._store_bytes, digest, body)
+        await self._quota.added(digest, len(body), "manifest", f"{upstream}/{repo}")
         media_type = content_type if content_type in MANIFEST_TYPES else detect_media_type(body)
         return Manifest(digest, media_type, body, "miss")
 

@@ -103,7 +103,8 @@ def test_check_config_applies_flags_and_env(
     assert main([*argv, "--storage", "cache"]) == 0
     shown = yaml.safe_load(capsys.readouterr().out)
     assert shown["listen"] == "[::1]:7000"
-    assert shown["storage"] == {"path": "cache", "max_size": "5GiB"}
+    assert shown["storage"]["path"] == "cache"
+    assert shown["storage"]["max_size"] == "5GiB"
     assert shown["upstreams"]["docker.io"]["url"] == "http://127.0.0.1:9"
     assert shown["upstreams"]["ghcr.io"]["url"] == "https://ghcr.io"
 

@@ -214,7 +214,8 @@ def test_unknown_keys_are_named_with_the_allowed_ones() -> None:
         "manifests, metrics, log)",
         "upstreams.ghcr.io.token: unknown key (allowed: url, username, password, "
         "connect_timeout, read_timeout, retries)",
-        "storage.maxsize: unknown key (allowed: path, max_size)",
+        "storage.maxsize: unknown key "
+        "(allowed: path, max_size, high_watermark, low_watermark, pinned)",
     ]
 
 
@@ -304,9 +305,39 @@ def test_example_config_loads() -> None:
     env = {"DOCKERHUB_USER": "bob", "DOCKERHUB_TOKEN": "t0ken"}
     settings = load(EXAMPLE, env, Overrides())
     assert (settings.host, settings.port) == ("0.0.0.0", 5000)
-    assert settings.storage == StorageSettings()
+    assert settings.storage == StorageSettings(pinned=("docker.io/library/alpine:3.20",))
     assert list(settings.upstreams) == ["docker.io", "ghcr.io"]
     hub = settings.upstreams["docker.io"]
     assert (hub.username, hub.password) == ("bob", "t0ken")
     assert settings.default_upstream == "docker.io"
     assert settings.manifests.tag_ttl == 300.0
+
+
+def test_quota_keys_and_pins() -> None:
+    settings = load(
+        config(
+            "storage:\n  high_watermark: 0.9\n  low_watermark: 0.5\n"
+            "  pinned: [docker.io/library/alpine:3.20, alpine@sha256:" + "a" * 64 + "]\n"
+        ),
+        {},
+        Overrides(),
+    )
+    assert settings.storage.high_watermark == 0.9
+    assert settings.storage.low_watermark == 0.5
+    assert settings.storage.pinned == (
+        "docker.io/library/alpine:3.20",
+        "alpine@sha256:" + "a" * 64,
+    )
+
+
+def test_bad_quota_keys_and_pins_are_named() -> None:
+    found = problems(
+        "storage:\n  high_watermark: 1.5\n  low_watermark: 0.9\n"
+        "  pinned: [quay.io/org/app:1, docker.io/Bad:1]\n"
+    )
+    assert found[0].startswith("storage.high_watermark: expected a number above 0")
+    assert found[1].startswith("storage.pinned[0]: 'quay.io/org/app:1': no configured upstream")
+    assert found[2].startswith("storage.pinned[1]: 'docker.io/Bad:1': invalid repository name")
+    assert problems("storage:\n  high_watermark: 0.5\n  low_watermark: 0.9\n") == [
+        "storage.low_watermark: must not be above storage.high_watermark (0.5), got 0.9"
+    ]

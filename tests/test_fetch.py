@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import os
 from collections.abc import AsyncIterator
@@ -11,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from mirror.errors import DigestMismatch, MirrorError, UpstreamUnavailable
+from mirror.errors import DigestMismatch, InsufficientStorage, MirrorError, UpstreamUnavailable
 from mirror.fetch import Download, Downloads, Opener, SingleFlight, UpstreamBody
 from mirror.metrics import Metrics
-from mirror.storage.disk import DiskBlobStore
+from mirror.storage.disk import DiskBlobStore, DiskBlobWriter
 
 DATA = os.urandom(3 * 1024 * 1024 + 17)
 DIGEST = "sha256:" + hashlib.sha256(DATA).hexdigest()
@@ -47,6 +48,32 @@ class Source:
         return self.open
 
 
+class Policy:
+    """A FillPolicy that records what the download asked of it."""
+
+    def __init__(self, admit: bool = True, room: bool = True) -> None:
+        self.admit_answer = admit
+        self.room = room
+        self.admitted: list[int | None] = []
+        self.room_asked: list[int] = []
+        self.committed_sizes: list[int] = []
+        self.finished_count = 0
+
+    async def admit(self, size: int | None) -> bool:
+        self.admitted.append(size)
+        return self.admit_answer
+
+    async def make_room(self, needed: int) -> bool:
+        self.room_asked.append(needed)
+        return self.room
+
+    async def committed(self, size: int) -> None:
+        self.committed_sizes.append(size)
+
+    def finished(self) -> None:
+        self.finished_count += 1
+
+
 async def read_all(download: Download, start: int = 0, end: int | None = None) -> bytes:
     parts = [chunk async for chunk in download.read_range(start, end)]
     return b"".join(parts)
@@ -60,9 +87,9 @@ def store(tmp_path: Path) -> DiskBlobStore:
 async def test_readers_share_one_download(store: DiskBlobStore) -> None:
     source = Source(DATA)
     downloads = Downloads(store, Metrics())
-    download = downloads.join_or_start(DIGEST, source.opener)[0]
+    download = downloads.join_or_start(DIGEST, source.opener, Policy())[0]
     other = Source(DATA)
-    joined = [downloads.join_or_start(DIGEST, other.opener) for _ in range(19)]
+    joined = [downloads.join_or_start(DIGEST, other.opener, Policy()) for _ in range(19)]
     assert all(j == (download, True) for j in joined)
     assert other.opened == 0
     bodies = await asyncio.gather(*(read_all(download) for _ in range(20)))
@@ -75,11 +102,11 @@ async def test_readers_share_one_download(store: DiskBlobStore) -> None:
 async def test_a_reader_gets_bytes_before_the_download_ends(store: DiskBlobStore) -> None:
     source = Source(DATA, gate=True)
     downloads = Downloads(store, Metrics())
-    download = downloads.join_or_start(DIGEST, source.opener)[0]
+    download = downloads.join_or_start(DIGEST, source.opener, Policy())[0]
     chunks = download.read_range()
     first = await chunks.__anext__()
     assert first == DATA[: len(first)]
-    assert store.local_path(DIGEST) is None  # still downloading
+    assert store.size(DIGEST) is None  # still downloading
     assert source.gate is not None
     source.gate.set()
     rest = b"".join([chunk async for chunk in chunks])
@@ -91,32 +118,34 @@ async def test_wrong_bytes_never_reach_a_reader_whole(store: DiskBlobStore) -> N
     corrupt[-1] ^= 0xFF
     metrics = Metrics()
     downloads = Downloads(store, metrics)
-    download = downloads.join_or_start(DIGEST, Source(bytes(corrupt)).opener)[0]
+    download = downloads.join_or_start(DIGEST, Source(bytes(corrupt)).opener, Policy())[0]
     received = bytearray()
     with pytest.raises(DigestMismatch):
         async for chunk in download.read_range():
             received += chunk
     assert len(received) < len(DATA)
-    assert store.local_path(DIGEST) is None
+    assert store.size(DIGEST) is None
     assert list((store.root / "partial").iterdir()) == []
     assert metrics.registry.get_sample_value("mirror_digest_mismatches_total") == 1
 
 
 async def test_a_dropped_upstream_leaves_nothing(store: DiskBlobStore) -> None:
     downloads = Downloads(store, Metrics())
-    download = downloads.join_or_start(DIGEST, Source(DATA, fail_after=1024 * 1024).opener)[0]
+    download = downloads.join_or_start(
+        DIGEST, Source(DATA, fail_after=1024 * 1024).opener, Policy()
+    )[0]
     with pytest.raises(UpstreamUnavailable, match="dropped"):
         await read_all(download)
-    assert store.local_path(DIGEST) is None
+    assert store.size(DIGEST) is None
     assert list((store.root / "partial").iterdir()) == []
-    retry = downloads.join_or_start(DIGEST, Source(DATA).opener)[0]
+    retry = downloads.join_or_start(DIGEST, Source(DATA).opener, Policy())[0]
     assert await read_all(retry) == DATA
 
 
 async def test_download_finishes_when_its_first_reader_leaves(store: DiskBlobStore) -> None:
     source = Source(DATA, gate=True)
     downloads = Downloads(store, Metrics())
-    download = downloads.join_or_start(DIGEST, source.opener)[0]
+    download = downloads.join_or_start(DIGEST, source.opener, Policy())[0]
     reader = asyncio.create_task(read_all(download))
     await download.wait_ready()
     reader.cancel()
@@ -131,10 +160,10 @@ async def test_download_finishes_when_its_first_reader_leaves(store: DiskBlobSto
 
 async def test_range_of_a_growing_blob(store: DiskBlobStore) -> None:
     downloads = Downloads(store, Metrics())
-    download = downloads.join_or_start(DIGEST, Source(DATA, gate=True).opener)[0]
+    download = downloads.join_or_start(DIGEST, Source(DATA, gate=True).opener, Policy())[0]
     # The window lies in the first chunk: it is served while the rest is still to come.
     assert await read_all(download, 100, 5000) == DATA[100:5000]
-    assert store.local_path(DIGEST) is None
+    assert store.size(DIGEST) is None
     await downloads.close()
     assert list((store.root / "partial").iterdir()) == []
 
@@ -146,7 +175,7 @@ async def test_open_failure_reaches_every_reader(store: DiskBlobStore) -> None:
         yield  # pragma: no cover
 
     downloads = Downloads(store, Metrics())
-    download = downloads.join_or_start(DIGEST, refused)[0]
+    download = downloads.join_or_start(DIGEST, refused, Policy())[0]
     for _ in range(2):
         with pytest.raises(MirrorError, match="unreachable"):
             await download.wait_ready()
@@ -171,3 +200,55 @@ async def test_single_flight_shares_and_survives_a_cancelled_caller() -> None:
     release.set()
     assert await second == (42, True)
     assert calls == 1
+
+
+async def test_a_blob_not_admitted_is_served_but_not_kept(store: DiskBlobStore) -> None:
+    policy = Policy(admit=False)
+    downloads = Downloads(store, Metrics())
+    download = downloads.join_or_start(DIGEST, Source(DATA).opener, policy)[0]
+    assert await read_all(download) == DATA
+    assert policy.admitted == [len(DATA)]
+    assert policy.committed_sizes == []
+    assert policy.finished_count == 1
+    assert store.size(DIGEST) is None
+    assert list((store.root / "partial").iterdir()) == []
+
+
+class FullOnce(DiskBlobStore):
+    """A store whose first write of each blob finds the disk full."""
+
+    def writer(self, digest: str) -> DiskBlobWriter:
+        writer = super().writer(digest)
+        write = writer.write
+        calls = 0
+
+        def full_once(data: bytes) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            write(data)
+
+        writer.write = full_once  # type: ignore[method-assign]
+        return writer
+
+
+async def test_a_full_disk_makes_room_and_retries(tmp_path: Path) -> None:
+    store = FullOnce(tmp_path)
+    policy = Policy()
+    downloads = Downloads(store, Metrics())
+    download = downloads.join_or_start(DIGEST, Source(DATA).opener, policy)[0]
+    assert await read_all(download) == DATA
+    assert policy.room_asked == [256 * 1024]
+    assert policy.committed_sizes == [len(DATA)]
+    assert store.read(DIGEST) == DATA
+
+
+async def test_a_full_disk_with_nothing_to_evict_fails_cleanly(tmp_path: Path) -> None:
+    store = FullOnce(tmp_path)
+    downloads = Downloads(store, Metrics())
+    download = downloads.join_or_start(DIGEST, Source(DATA).opener, Policy(room=False))[0]
+    with pytest.raises(InsufficientStorage, match="disk full"):
+        await read_all(download)
+    assert store.size(DIGEST) is None
+    assert list((tmp_path / "partial").iterdir()) == []

@@ -22,7 +22,7 @@ def test_commit_makes_a_verified_blob_visible(tmp_path: Path) -> None:
     digest = digest_of(data)
     writer = store.writer(digest)
     writer.write(data[:40_000])
-    assert store.local_path(digest) is None
+    assert store.size(digest) is None
     writer.write(data[40_000:])
     writer.commit()
     writer.discard()  # a no-op after commit
@@ -39,7 +39,7 @@ def test_mismatch_is_discarded(tmp_path: Path) -> None:
     writer.write(b"wrong")
     with pytest.raises(DigestMismatch):
         writer.commit()
-    assert store.local_path(digest) is None
+    assert store.size(digest) is None
     assert list((tmp_path / "partial").iterdir()) == []
 
 

@@ -8,8 +8,7 @@ This package must not know about HTTP, upstreams or eviction policy.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 
 class BlobWriter(Protocol):
@@ -26,7 +25,10 @@ class BlobWriter(Protocol):
         ...
 
     def write(self, data: bytes) -> None:
-        """Append and hash `data`. Blocking: call it off the event loop for large data."""
+        """Append and hash `data`. Blocking: call it off the event loop for large data.
+
+        On an OSError (a full disk) nothing of `data` is kept, so it can be retried.
+        """
         ...
 
     def open_partial(self) -> int:
@@ -34,6 +36,10 @@ class BlobWriter(Protocol):
 
         It stays valid after `commit` or `discard`, so readers can finish what they read.
         """
+        ...
+
+    def verify(self) -> None:
+        """Raise DigestMismatch (and discard the bytes) if they do not hash to the digest."""
         ...
 
     def commit(self) -> None:
@@ -51,12 +57,20 @@ class BlobWriter(Protocol):
 class BlobStore(Protocol):
     """Committed blobs by digest, plus writers for new ones."""
 
-    def local_path(self, digest: str) -> Path | None:
-        """A real file holding the blob, for sendfile; None if absent (or not on local disk)."""
+    def open(self, digest: str) -> BinaryIO | None:
+        """The committed blob opened for reading (the caller closes it), or None if absent.
+
+        A real file on local disk, so it can be sent with sendfile; it keeps every byte
+        even if the blob is deleted while it is open.
+        """
         ...
 
     def size(self, digest: str) -> int | None:
         """The blob's size in bytes, or None if absent."""
+        ...
+
+    def stat(self, digest: str) -> tuple[int, float] | None:
+        """The blob's size in bytes and modification time, or None if absent."""
         ...
 
     def read(self, digest: str) -> bytes:

@@ -11,6 +11,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from mirror.errors import DigestMismatch
 from mirror.oci import hex_part
@@ -36,27 +37,37 @@ class DiskBlobWriter:
         return self._written
 
     def write(self, data: bytes) -> None:
-        """Append and hash `data`."""
+        """Append and hash `data`; on an OSError the file is cut back to before it."""
         assert self._fd is not None, "write after commit or discard"
-        self._hash.update(data)
         view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError:
+            os.ftruncate(self._fd, self._written)
+            os.lseek(self._fd, self._written, os.SEEK_SET)
+            raise
+        self._hash.update(data)
         self._written += len(data)
 
     def open_partial(self) -> int:
         """A read-only descriptor on the partial file; valid after rename or unlink."""
         return os.open(self._partial, os.O_RDONLY)
 
-    def commit(self) -> None:
-        """fsync, verify the sha256, rename into place; DigestMismatch discards."""
-        assert self._fd is not None, "commit after commit or discard"
+    def verify(self) -> None:
+        """Raise DigestMismatch, discarding the bytes, unless they hash to the digest."""
         actual = "sha256:" + self._hash.hexdigest()
         if actual != self._digest:
             self.discard()
             raise DigestMismatch(
                 f"upstream sent bytes hashing to {actual} for {self._digest}; discarded"
             )
+
+    def commit(self) -> None:
+        """Verify the sha256, fsync, rename into place; DigestMismatch discards."""
+        assert self._fd is not None, "commit after commit or discard"
+        self.verify()
+        assert self._fd is not None
         os.fsync(self._fd)
         os.close(self._fd)
         self._fd = None
@@ -86,15 +97,24 @@ class DiskBlobStore:
         hex_digest = hex_part(digest)
         return self._blobs / hex_digest[:2] / hex_digest
 
-    def local_path(self, digest: str) -> Path | None:
-        path = self._path(digest)
-        return path if path.is_file() else None
+    def open(self, digest: str) -> BinaryIO | None:
+        try:
+            return self._path(digest).open("rb")
+        except FileNotFoundError:
+            return None
 
     def size(self, digest: str) -> int | None:
         try:
             return self._path(digest).stat().st_size
         except FileNotFoundError:
             return None
+
+    def stat(self, digest: str) -> tuple[int, float] | None:
+        try:
+            result = self._path(digest).stat()
+        except FileNotFoundError:
+            return None
+        return result.st_size, result.st_mtime
 
     def read(self, digest: str) -> bytes:
         return self._path(digest).read_bytes()
