@@ -35,12 +35,28 @@ def choose_victims(entries: Iterable[Entry], keep: Set[str], excess: int) -> lis
     return victims
 
 
+def older_than(entries: Iterable[Entry], keep: Set[str], cutoff: float) -> list[Entry]:
+    """Entries not in `keep` last used before `cutoff` (seconds since the epoch)."""
+    return [e for e in entries if e.last_access < cutoff and e.digest not in keep]
+
+
 @dataclass(frozen=True, slots=True)
 class Evicted:
     """What one eviction removed."""
 
     count: int
     bytes: int
+
+
+def remove(index: BlobIndex, store: BlobStore, victims: Iterable[Entry]) -> Evicted:
+    """Delete blobs from the store and the index (blocking). Readers with the file open
+    keep their bytes."""
+    count = freed = 0
+    for victim in victims:
+        store.delete(victim.digest)
+        freed += index.remove(victim.digest)
+        count += 1
+    return Evicted(count, freed)
 
 
 class Quota:
@@ -126,17 +142,14 @@ class Quota:
         if excess <= 0:
             return Evicted(0, 0)
         victims = choose_victims(self._index.entries(), self._pinned(), excess)
-        freed = 0
-        for victim in victims:
-            self._store.delete(victim.digest)
-            freed += self._index.remove(victim.digest)
+        evicted = remove(self._index, self._store, victims)
         if self._index.total() > target:
             log.warning(
                 "cache holds %d bytes, above the %d-byte target: the rest is pinned",
                 self._index.total(),
                 target,
             )
-        return Evicted(len(victims), freed)
+        return evicted
 
     def publish(self) -> None:
         """Bring the size gauges up to date."""
