@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +51,17 @@ class FakeClock:
         self.now += seconds
 
 
-def mirror_settings(storage: Path, *upstreams: UpstreamSettings, **manifests: Any) -> Settings:
-    """Settings on a temp storage folder; the first upstream is the default."""
+def mirror_settings(
+    storage: Path,
+    *upstreams: UpstreamSettings,
+    quota: StorageSettings | None = None,
+    **manifests: Any,
+) -> Settings:
+    """Settings on a temp storage folder (`quota` gives the other storage settings);
+    the first upstream is the default."""
     return Settings(
         host="127.0.0.1",
-        storage=StorageSettings(path=storage),
+        storage=replace(quota or StorageSettings(), path=storage),
         upstreams={up.name: up for up in upstreams},
         default_upstream=upstreams[0].name,
         manifests=ManifestSettings(**manifests),
