@@ -1,21 +1,25 @@
 """Registry auth without the network: `WWW-Authenticate` challenges, token responses, tokens.
 
-Owns parsing a challenge, reading a token endpoint's answer and keeping tokens per
-(realm, service, scope) until shortly before they expire, judged by an injected clock.
-It must not know how requests are sent: `upstream.py` does the HTTP around it.
+Owns parsing a challenge, reading a token endpoint's answer, Basic credentials, and keeping
+tokens per (realm, service, scope) until shortly before they expire, judged by an injected
+clock, with at most one fetch per scope under way. It must not know how requests are sent:
+`upstream.py` does the HTTP around it and hands in the fetch.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from aiocache import SimpleMemoryCache
+
+from mirror.fetch import SingleFlight
 
 # The token spec's default when a token response carries no `expires_in`.
 DEFAULT_TOKEN_LIFETIME = 60.0
@@ -68,6 +72,21 @@ def parse_challenge(header: str) -> Challenge | None:
     return Challenge(scheme=scheme_match.group(1).lower(), params=params)
 
 
+def pick_challenge(headers: Iterable[str]) -> Challenge | None:
+    """The challenge to answer among `WWW-Authenticate` values: Bearer if offered, else
+    Basic, else None (unparseable values and other schemes are skipped)."""
+    parsed = [c for c in map(parse_challenge, headers) if c and c.scheme in ("bearer", "basic")]
+    return min(parsed, key=lambda c: c.scheme != "bearer", default=None)
+
+
+def basic_authorization(username: str | None, password: str | None) -> str | None:
+    """The `Authorization` value for HTTP Basic auth, or None without a username."""
+    if not username:
+        return None
+    pair = f"{username}:{password or ''}".encode()
+    return "Basic " + base64.b64encode(pair).decode("ascii")
+
+
 def parse_token_response(body: bytes) -> tuple[str, float]:
     """Read a token endpoint's JSON answer: (`token` or `access_token`, `expires_in` seconds).
 
@@ -102,12 +121,16 @@ class TokenKey:
         return "token:" + json.dumps([self.realm, self.service, self.scope])
 
 
+TokenFetch = Callable[[], Awaitable[tuple[str, float]]]
+
+
 class TokenCache:
     """Bearer tokens per `TokenKey`, handed out until shortly before they expire.
 
     Entries live in an aiocache backend (in-memory by default; a shared backend lets
     replicas share tokens, given a clock they agree on). Expiry is decided with the
-    injected `clock` only; the backend's ttl merely collects garbage.
+    injected `clock` only; the backend's ttl merely collects garbage. Fetches are shared
+    within this process only.
     """
 
     def __init__(
@@ -115,6 +138,31 @@ class TokenCache:
     ) -> None:
         self._clock = clock
         self._cache: Any = cache if cache is not None else SimpleMemoryCache()
+        # Keyed by the refused token too, so that a caller replacing a refused token never
+        # joins a flight that hands that same token back from the cache.
+        self._flights: SingleFlight[tuple[TokenKey, str | None], str] = SingleFlight()
+
+    async def token(self, key: TokenKey, fetch: TokenFetch, *, refused: str | None = None) -> str:
+        """The cached token for `key`, else one from `fetch()` (token, expires_in), stored.
+
+        Concurrent calls for one key share a single `fetch` and all get its token or its
+        exception. With `refused` (a token the upstream just rejected), that token is not
+        handed out again; a fresh one is fetched unless another caller already replaced
+        it. Cancelling a caller does not cancel a fetch the others wait for.
+        """
+        token = await self.get(key) if refused is None else None
+        if token is None:
+            token, _shared = await self._flights.do(
+                (key, refused), lambda: self._fill(key, fetch, refused))
+        return token
+
+    async def _fill(self, key: TokenKey, fetch: TokenFetch, refused: str | None) -> str:
+        # Look again: a flight that ended while the caller read the cache stored its token.
+        token = await self.get(key)
+        if token is None or token == refused:
+            token, expires_in = await fetch()
+            await self.put(key, token, expires_in)
+        return token
 
     async def get(self, key: TokenKey) -> str | None:
         """The cached token for `key`, or None if there is none or it is about to expire."""

@@ -9,12 +9,10 @@ upstream. It must not know the cache: callers decide what a response means.
 from __future__ import annotations
 
 import asyncio
-import base64
-import email.utils
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,7 +23,14 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from mirror import __version__
-from mirror.auth import Challenge, TokenCache, TokenKey, parse_challenge, parse_token_response
+from mirror.auth import (
+    Challenge,
+    TokenCache,
+    TokenKey,
+    basic_authorization,
+    parse_token_response,
+    pick_challenge,
+)
 from mirror.config import UpstreamSettings
 from mirror.errors import (
     BlobUnknown,
@@ -38,13 +43,18 @@ from mirror.errors import (
     UpstreamUnavailable,
 )
 from mirror.metrics import Metrics
+from mirror.retry import (
+    backoff,
+    parse_ratelimit,
+    redirect_target,
+    retry_after,
+    retry_delay,
+    same_origin,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_REDIRECTS = 5
-MAX_RETRY_AFTER = 30.0  # a longer 429 wait is the client's to make, not ours
-BACKOFF_BASE = 0.2
-BACKOFF_CAP = 5.0
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _ERROR_BODY_LIMIT = 64 * 1024
 _TOKEN_BODY_LIMIT = 1024 * 1024
@@ -63,28 +73,6 @@ def new_session(settings: UpstreamSettings) -> aiohttp.ClientSession:
     )
     headers = {"User-Agent": f"mirror/{__version__}", "Accept-Encoding": "identity"}
     return aiohttp.ClientSession(timeout=timeout, auto_decompress=False, headers=headers)
-
-
-def parse_retry_after(value: str, now: datetime) -> float | None:
-    """Seconds to wait from a `Retry-After` value (delay-seconds or HTTP date), or None."""
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    when = _http_date(value)
-    return None if when is None else max(0.0, (when - now).total_seconds())
-
-
-def parse_ratelimit(value: str) -> float | None:
-    """The count in a Docker Hub `ratelimit-*` header such as `100;w=21600`, or None."""
-    try:
-        return float(value.split(";", 1)[0].strip())
-    except ValueError:
-        return None
-
-
-def backoff(attempt: int) -> float:
-    """Seconds to wait before retry number `attempt + 1`: 0.2, 0.4, 0.8, ... capped at 5."""
-    return min(BACKOFF_BASE * 2.0**attempt, BACKOFF_CAP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +115,7 @@ class UpstreamClient:
         self._sleep = sleep
         self._base = URL(settings.url.rstrip("/"))
         self._challenge: Challenge | None = None
+        self._basic = basic_authorization(settings.username, settings.password)
 
     @asynccontextmanager
     async def request(
@@ -172,7 +161,8 @@ class UpstreamClient:
             else:
                 if 200 <= response.status < 300:
                     return response
-                retry = self._retry_delay(response, attempt)
+                retry = retry_delay(response.status, response.headers, attempt,
+                                    self.settings.retries, datetime.now(UTC))
                 if retry is None:
                     raise await self._error(call, response, attempt + 1)
                 response.release()
@@ -182,55 +172,46 @@ class UpstreamClient:
             await self._sleep(delay)
             attempt += 1
 
-    def _retry_delay(self, response: aiohttp.ClientResponse, attempt: int) -> float | None:
-        """How long to wait before retrying this answer, or None to give up on it."""
-        if attempt >= self.settings.retries:
-            return None
-        if response.status >= 500:
-            return backoff(attempt)
-        if response.status == 429:
-            wait = _retry_after(response)
-            return wait if wait is not None and wait <= MAX_RETRY_AFTER else None
-        return None
-
     async def _authorized(self, call: _Call) -> aiohttp.ClientResponse:
         """One exchange: credentials up front when the challenge is known, one 401 answered."""
         known = None if self._challenge is None or not call.repo else self._challenge
-        authorization = await self._authorization(known, call, fresh=False) if known else None
+        authorization = await self._authorization(known, call) if known else None
         response = await self._follow(call, authorization)
         if response.status != 401:
             return response
-        challenge = _pick_challenge(response.headers.getall("WWW-Authenticate", []))
+        challenge = pick_challenge(response.headers.getall("WWW-Authenticate", []))
         response.release()
         if challenge is None:
             raise Unauthorized(f"{self.where} answered 401 to {call.target} without a "
                                "Bearer or Basic challenge the mirror can answer")
         self._challenge = challenge
-        authorization = await self._authorization(challenge, call, fresh=True)
+        authorization = await self._authorization(challenge, call, refused=authorization)
         if authorization is None:
             raise Unauthorized(f"{self.where} wants {challenge.scheme} auth for repository "
                                f"{call.repo!r} and no username/password is configured")
         response = await self._follow(call, authorization)
         if response.status == 401:
-            refusal = _pick_challenge(response.headers.getall("WWW-Authenticate", []))
+            refusal = pick_challenge(response.headers.getall("WWW-Authenticate", []))
             response.release()
             detail = refusal.params.get("error", "") if refusal else ""
             raise Unauthorized(f"{self.where} refused {self._who()} for repository "
                                f"{call.repo!r}" + (f" ({detail})" if detail else ""))
         return response
 
-    async def _authorization(self, challenge: Challenge, call: _Call, *, fresh: bool) -> str | None:
-        """The `Authorization` value answering `challenge`, or None if the mirror has none."""
+    async def _authorization(
+        self, challenge: Challenge, call: _Call, *, refused: str | None = None
+    ) -> str | None:
+        """The `Authorization` value answering `challenge`, never the `refused` one, or None
+        if the mirror has none."""
         if challenge.scheme == "basic":
-            return self._basic()
+            return self._basic
         if challenge.scheme != "bearer" or not challenge.realm:
             return None
         scope = f"repository:{call.repo}:pull" if call.repo else challenge.params.get("scope", "")
         key = TokenKey(challenge.realm, challenge.service, scope)
-        token = None if fresh else await self._tokens.get(key)
-        if token is None:
-            token, expires_in = await self._fetch_token(key, call)
-            await self._tokens.put(key, token, expires_in)
+        sent = refused or ""
+        stale = sent.removeprefix("Bearer ") if sent.startswith("Bearer ") else None
+        token = await self._tokens.token(key, lambda: self._fetch_token(key, call), refused=stale)
         return f"Bearer {token}"
 
     async def _fetch_token(self, key: TokenKey, call: _Call) -> tuple[str, float]:
@@ -238,8 +219,8 @@ class UpstreamClient:
         query = {name: value for name, value in (("service", key.service), ("scope", key.scope))
                  if value}
         url = self._base.join(URL(key.realm)).update_query(query)
-        basic = self._basic()
-        response = await self._send("GET", url, "token", {"Authorization": basic} if basic else {})
+        basic = {"Authorization": self._basic} if self._basic else {}
+        response = await self._send("GET", url, "token", basic)
         endpoint = f"{self.where} token endpoint {url.origin()}{url.path}"
         try:
             if response.status in (401, 403):
@@ -247,7 +228,7 @@ class UpstreamClient:
                                    f"{call.repo!r} ({response.status})")
             if response.status == 429:
                 raise TooManyRequests(f"{endpoint} is rate limiting token requests",
-                                      _retry_after(response))
+                                      retry_after(response.headers, datetime.now(UTC)))
             if response.status != 200:
                 raise UpstreamUnavailable(f"{endpoint} answered {response.status}", 502)
             return parse_token_response(await _read_limited(response, _TOKEN_BODY_LIMIT))
@@ -262,12 +243,12 @@ class UpstreamClient:
         for _ in range(MAX_REDIRECTS + 1):
             headers = CIMultiDict(call.headers)
             headers.popall("Authorization", None)
-            if authorization and _origin(url) == _origin(self._base):
+            if authorization and same_origin(url, self._base):
                 headers["Authorization"] = authorization
             response = await self._send(call.method, url, call.kind, headers)
             if response.status not in _REDIRECTS:
                 return response
-            target = _redirect_target(url, response.headers.get("Location", ""))
+            target = redirect_target(url, response.headers.get("Location", ""))
             response.release()
             if target is None:
                 raise UpstreamUnavailable(
@@ -312,7 +293,7 @@ class UpstreamClient:
             if response.status == 403:
                 return Denied(f"{answered}: {self._who()} may not pull {call.repo!r}")
             if response.status == 429:
-                wait = _retry_after(response)
+                wait = retry_after(response.headers, datetime.now(UTC))
                 later = f", retry after {wait:g}s" if wait is not None else ""
                 return TooManyRequests(f"{answered}: rate limited{later}", wait)
             if response.status >= 500:
@@ -337,52 +318,8 @@ class UpstreamClient:
                 f"{self.where} is unreachable for {target}{tried}: {reason}", 503)
         return UpstreamUnavailable(f"{self.where} broke off {target}: {reason}", 502)
 
-    def _basic(self) -> str | None:
-        if not self.settings.username:
-            return None
-        pair = f"{self.settings.username}:{self.settings.password or ''}".encode()
-        return "Basic " + base64.b64encode(pair).decode("ascii")
-
     def _who(self) -> str:
         return "the configured credentials" if self.settings.username else "anonymous access"
-
-
-def _origin(url: URL) -> tuple[str, str | None, int | None]:
-    return url.scheme, url.host, url.port
-
-
-def _redirect_target(current: URL, location: str) -> URL | None:
-    """Where a `Location` value points from `current`, or None if it is empty or invalid."""
-    if not location:
-        return None
-    try:
-        return current.join(URL(location))
-    except ValueError:
-        return None
-
-
-def _pick_challenge(headers: Iterable[str]) -> Challenge | None:
-    """The Bearer challenge if the upstream offers one, else Basic, else None."""
-    parsed = [c for c in map(parse_challenge, headers) if c and c.scheme in ("bearer", "basic")]
-    return min(parsed, key=lambda c: c.scheme != "bearer", default=None)
-
-
-def _retry_after(response: aiohttp.ClientResponse) -> float | None:
-    """`Retry-After` in seconds; an HTTP date is read against the answer's own `Date`."""
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    sent = _http_date(response.headers.get("Date", ""))
-    return parse_retry_after(value, sent or datetime.now(UTC))
-
-
-def _http_date(value: str) -> datetime | None:
-    """An HTTP date as an aware datetime (UTC when it names no zone), or None."""
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:

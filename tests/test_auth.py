@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from mirror.auth import (
     Challenge,
     TokenCache,
     TokenKey,
+    basic_authorization,
     parse_challenge,
     parse_token_response,
+    pick_challenge,
 )
 
 
@@ -55,6 +59,21 @@ def test_basic_challenge() -> None:
 @pytest.mark.parametrize("header", ["", "   ", 'Bearer realm="unterminated', "Bearer =x"])
 def test_malformed_challenges_are_none(header: str) -> None:
     assert parse_challenge(header) is None
+
+
+def test_pick_challenge_prefers_bearer_then_basic() -> None:
+    bearer = 'Bearer realm="https://a/token",service="reg"'
+    assert pick_challenge(['Basic realm="r"', bearer]) == parse_challenge(bearer)
+    assert pick_challenge(['Negotiate', 'Basic realm="r"']) == Challenge("basic", {"realm": "r"})
+    assert pick_challenge(["Negotiate", 'Bearer realm="unterminated']) is None
+    assert pick_challenge([]) is None
+
+
+def test_basic_authorization() -> None:
+    assert basic_authorization("alice", "s3cret") == "Basic YWxpY2U6czNjcmV0"
+    assert basic_authorization("alice", None) == "Basic YWxpY2U6"
+    assert basic_authorization(None, "s3cret") is None
+    assert basic_authorization("", "s3cret") is None
 
 
 def test_token_response_fields_and_default_lifetime() -> None:
@@ -114,3 +133,82 @@ async def test_token_without_lifetime_is_not_stored() -> None:
     cache = TokenCache(clock=Clock())
     await cache.put(KEY, "t", 0)
     assert await cache.get(KEY) is None
+
+
+async def settle() -> None:
+    """Let started tasks run until they block (the cache backend yields a few times)."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+class Realm:
+    """A token endpoint stand-in: counts fetches, hands out token-1, token-2, ... on release."""
+
+    def __init__(self, expires_in: float = 300) -> None:
+        self.fetches = 0
+        self.expires_in = expires_in
+        self.gate = asyncio.Event()
+        self.error: Exception | None = None
+
+    async def fetch(self) -> tuple[str, float]:
+        self.fetches += 1
+        number = self.fetches
+        await self.gate.wait()
+        if self.error is not None:
+            raise self.error
+        return f"token-{number}", self.expires_in
+
+
+async def test_concurrent_callers_share_one_fetch() -> None:
+    cache, realm = TokenCache(clock=Clock()), Realm()
+    callers = [asyncio.create_task(cache.token(KEY, realm.fetch)) for _ in range(20)]
+    await settle()
+    realm.gate.set()
+    assert await asyncio.gather(*callers) == ["token-1"] * 20
+    assert realm.fetches == 1
+    assert await cache.token(KEY, realm.fetch) == "token-1"
+    assert realm.fetches == 1
+
+
+async def test_each_scope_gets_its_own_fetch() -> None:
+    cache, realm = TokenCache(clock=Clock()), Realm()
+    realm.gate.set()
+    nginx = TokenKey(KEY.realm, KEY.service, "repository:library/nginx:pull")
+    tokens = await asyncio.gather(cache.token(KEY, realm.fetch), cache.token(nginx, realm.fetch))
+    assert sorted(tokens) == ["token-1", "token-2"]
+    assert await cache.get(nginx) in tokens
+
+
+async def test_a_refused_token_is_replaced_once_for_all_who_were_refused() -> None:
+    cache, realm = TokenCache(clock=Clock()), Realm()
+    realm.gate.set()
+    assert await cache.token(KEY, realm.fetch) == "token-1"
+    refused = [cache.token(KEY, realm.fetch, refused="token-1") for _ in range(5)]
+    assert await asyncio.gather(*refused) == ["token-2"] * 5
+    assert await cache.token(KEY, realm.fetch, refused="token-1") == "token-2"
+    assert realm.fetches == 2
+    assert await cache.get(KEY) == "token-2"
+
+
+async def test_a_failed_fetch_reaches_every_caller_and_is_not_cached() -> None:
+    cache, realm = TokenCache(clock=Clock()), Realm()
+    realm.error = RuntimeError("realm down")
+    callers = [asyncio.create_task(cache.token(KEY, realm.fetch)) for _ in range(3)]
+    await settle()
+    realm.gate.set()
+    results = await asyncio.gather(*callers, return_exceptions=True)
+    assert [str(result) for result in results] == ["realm down"] * 3
+    realm.error = None
+    assert await cache.token(KEY, realm.fetch) == "token-2"
+
+
+async def test_a_cancelled_caller_does_not_cancel_the_shared_fetch() -> None:
+    cache, realm = TokenCache(clock=Clock()), Realm()
+    first = asyncio.create_task(cache.token(KEY, realm.fetch))
+    second = asyncio.create_task(cache.token(KEY, realm.fetch))
+    await settle()
+    first.cancel()
+    realm.gate.set()
+    assert await second == "token-1"
+    assert first.cancelled()
+    assert realm.fetches == 1

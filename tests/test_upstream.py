@@ -7,7 +7,6 @@ import gzip
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -25,7 +24,7 @@ from mirror.errors import (
     UpstreamUnavailable,
 )
 from mirror.metrics import Metrics
-from mirror.upstream import UpstreamClient, new_session, parse_ratelimit, parse_retry_after
+from mirror.upstream import UpstreamClient, new_session
 from tests.fakeregistry import FakeBlobHost, FakeRegistry
 
 REPO = "library/alpine"
@@ -199,6 +198,19 @@ async def test_later_requests_send_the_token_up_front(
     assert len(alpine.calls("GET", "/token")) == 1
 
 
+async def test_concurrent_first_requests_share_one_token_fetch(
+    alpine: FakeRegistry, connect: Connect
+) -> None:
+    alpine.auth = "bearer"
+    manifest = alpine.manifests[(REPO, "3")][0]
+    up = await connect(alpine.url)
+    bodies = await asyncio.gather(*(up.get(f"{REPO}/manifests/3") for _ in range(20)))
+    assert bodies == [manifest] * 20
+    assert len(alpine.calls("GET", "/token")) == 1
+    assert up.count("token", "200") == 1
+    assert up.count("manifest", "200") == 20
+
+
 async def test_a_new_scope_gets_its_token_without_a_401(
     alpine: FakeRegistry, connect: Connect
 ) -> None:
@@ -235,6 +247,18 @@ async def test_a_revoked_token_is_replaced_once(alpine: FakeRegistry, connect: C
     assert len(alpine.calls("GET", "/token")) == 2
     assert up.count("manifest", "401") == 2
     assert up.count("manifest", "200") == 2
+
+
+async def test_concurrent_requests_replace_a_revoked_token_once(
+    alpine: FakeRegistry, connect: Connect
+) -> None:
+    alpine.auth = "bearer"
+    up = await connect(alpine.url)
+    await up.get(f"{REPO}/manifests/3")
+    alpine.revoke_tokens()
+    await asyncio.gather(*(up.get(f"{REPO}/manifests/3") for _ in range(20)))
+    assert len(alpine.calls("GET", "/token")) == 2
+    assert up.count("manifest", "200") == 21
 
 
 async def test_basic_upstream(alpine: FakeRegistry, connect: Connect) -> None:
@@ -411,7 +435,7 @@ async def test_403_is_denied(alpine: FakeRegistry, connect: Connect) -> None:
         await up.get(f"{REPO}/manifests/3")
 
 
-# -- metrics and header parsing --------------------------------------------------------------
+# -- metrics ------------------------------------------------------------------------------------
 
 
 async def test_ratelimit_headers_reach_the_gauges(alpine: FakeRegistry, connect: Connect) -> None:
@@ -424,18 +448,3 @@ async def test_ratelimit_headers_reach_the_gauges(alpine: FakeRegistry, connect:
     assert sample("mirror_upstream_ratelimit_remaining", {"upstream": "fake.io"}) == 76
     assert sample("mirror_upstream_request_duration_seconds_count",
                   {"upstream": "fake.io", "kind": "manifest"}) == 1
-
-
-def test_parse_retry_after() -> None:
-    now = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
-    assert parse_retry_after("12", now) == 12
-    assert parse_retry_after("Wed, 01 May 2024 12:00:45 GMT", now) == 45
-    assert parse_retry_after("Wed, 01 May 2024 11:00:00 GMT", now) == 0
-    assert parse_retry_after("soon", now) is None
-    assert parse_retry_after("-3", now) is None
-
-
-def test_parse_ratelimit() -> None:
-    assert parse_ratelimit("100;w=21600") == 100
-    assert parse_ratelimit("76") == 76
-    assert parse_ratelimit("") is None
