@@ -146,9 +146,9 @@ def _upstreams(
     async def context(app: web.Application) -> AsyncIterator[None]:
         settings, metrics = app[SETTINGS], app[METRICS]
         sessions = {name: new_session(up) for name, up in settings.upstreams.items()}
-        tokens = TokenCache(clock=clock)
+        # One token cache per upstream: tokens belong to that upstream's credentials.
         app[CLIENTS] = {
-            name: UpstreamClient(up, sessions[name], tokens, metrics, clock=clock)
+            name: UpstreamClient(up, sessions[name], TokenCache(clock=clock), metrics, clock=clock)
             for name, up in settings.upstreams.items()
         }
         try:

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiocache import SimpleMemoryCache
 
-from mirror.fetch import SingleFlight
+from mirror.singleflight import SingleFlight
 
 # The token spec's default when a token response carries no `expires_in`.
 DEFAULT_TOKEN_LIFETIME = 60.0

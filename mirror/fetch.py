@@ -15,9 +15,9 @@ import errno
 import logging
 import os
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Protocol
 
 from mirror.errors import DigestMismatch, InsufficientStorage, MirrorError, UpstreamUnavailable
 from mirror.metrics import Metrics
@@ -225,25 +225,3 @@ class Downloads:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-class SingleFlight(Generic[K, V]):
-    """Run one coroutine per key at a time; concurrent callers share its result."""
-
-    def __init__(self) -> None:
-        self._running: dict[K, asyncio.Task[V]] = {}
-
-    async def do(self, key: K, work: Callable[[], Coroutine[Any, Any, V]]) -> tuple[V, bool]:
-        """Return (result, shared). The work runs as its own task: a caller that is
-        cancelled does not cancel it for the others."""
-        task = self._running.get(key)
-        shared = task is not None
-        if task is None:
-            task = asyncio.create_task(work())
-            self._running[key] = task
-            task.add_done_callback(lambda _: self._running.pop(key, None))
-        return await asyncio.shield(task), shared

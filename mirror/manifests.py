@@ -25,7 +25,6 @@ from mirror.errors import (
     UpstreamUnavailable,
 )
 from mirror.evict import Quota
-from mirror.fetch import SingleFlight
 from mirror.index import BlobIndex
 from mirror.memo import Memo
 from mirror.metrics import Metrics
@@ -38,6 +37,7 @@ from mirror.oci import (
     is_digest,
 )
 from mirror.refs import Refs, TagRecord
+from mirror.singleflight import SingleFlight
 from mirror.storage import BlobStore
 from mirror.upstream import UpstreamClient
 

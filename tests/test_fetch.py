@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from mirror.errors import DigestMismatch, InsufficientStorage, MirrorError, UpstreamUnavailable
-from mirror.fetch import Download, Downloads, Opener, SingleFlight, UpstreamBody
+from mirror.fetch import Download, Downloads, Opener, UpstreamBody
 from mirror.metrics import Metrics
 from mirror.storage.disk import DiskBlobStore, DiskBlobWriter
 
@@ -179,27 +179,6 @@ async def test_open_failure_reaches_every_reader(store: DiskBlobStore) -> None:
     for _ in range(2):
         with pytest.raises(MirrorError, match="unreachable"):
             await download.wait_ready()
-
-
-async def test_single_flight_shares_and_survives_a_cancelled_caller() -> None:
-    flights: SingleFlight[str, int] = SingleFlight()
-    started, release = asyncio.Event(), asyncio.Event()
-    calls = 0
-
-    async def work() -> int:
-        nonlocal calls
-        calls += 1
-        started.set()
-        await release.wait()
-        return 42
-
-    first = asyncio.create_task(flights.do("k", work))
-    second = asyncio.create_task(flights.do("k", work))
-    await started.wait()
-    first.cancel()
-    release.set()
-    assert await second == (42, True)
-    assert calls == 1
 
 
 async def test_a_blob_not_admitted_is_served_but_not_kept(store: DiskBlobStore) -> None:
