@@ -86,10 +86,11 @@ class Quota:
     async def reserve(self, size: int) -> bool:
         """Make room for a download of `size` bytes and hold it until `release`.
 
-        False when it cannot be cached: larger than the quota, or no room can be made
-        (everything else is pinned); the caller then passes it through.
+        False when it cannot be cached: larger than the high watermark (keeping it would
+        evict it at once), or no room can be made (everything else is pinned); the caller
+        then passes it through.
         """
-        if size > self.max_size:
+        if size > self._high:
             return False
         if self._index.total() + self._reserved + size > self._high:
             await self.evict_to(self.low_target() - size)
@@ -110,9 +111,11 @@ class Quota:
         """Give back a reservation (the download committed or failed)."""
         self._reserved -= size
 
-    async def added(self, digest: str, size: int, kind: str, repo: str) -> None:
-        """Index a committed blob or manifest, then evict if past the high watermark."""
+    async def added(self, digest: str, size: int, kind: str, repo: str, reserved: int = 0) -> None:
+        """Index a committed blob or manifest, give back what was `reserved` for it, then
+        evict if past the high watermark."""
         await asyncio.to_thread(self._index.add, digest, size, kind, repo)
+        self.release(reserved)
         await self.enforce()
 
     async def enforce(self) -> None:
@@ -190,8 +193,8 @@ class Fill:
 
     async def committed(self, size: int) -> None:
         """Turn the reservation into an index entry."""
-        self.finished()
-        await self._quota.added(self._digest, size, self._kind, self._repo)
+        reserved, self._reserved = self._reserved, 0
+        await self._quota.added(self._digest, size, self._kind, self._repo, reserved)
 
     def finished(self) -> None:
         """Give back the reservation, once."""

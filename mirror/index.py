@@ -135,17 +135,15 @@ class BlobIndex:
 
         Reads sizes and modification times only, never a blob's bytes.
         """
-        on_disk = {digest: store.stat(digest) for digest in store.digests()}
+        stats = {digest: store.stat(digest) for digest in store.digests()}
+        on_disk = {digest: stat for digest, stat in stats.items() if stat is not None}
         indexed = dropped = 0
         with self._cache.transact():
             known = {e.digest: e for e in self.entries()}
             for digest in known.keys() - on_disk.keys():
                 self._cache.delete(_ENTRY + digest)
                 dropped += 1
-            for digest, stat in on_disk.items():
-                if stat is None:
-                    continue
-                size, mtime = stat
+            for digest, (size, mtime) in on_disk.items():
                 entry = known.get(digest)
                 if entry is None or entry.size != size:
                     kind, repos = (entry.kind, entry.repos) if entry else ("blob", ())

@@ -44,18 +44,20 @@ def _upstream_for(host: str, upstreams: Mapping[str, UpstreamSettings]) -> str |
 
 
 def parse_pin(text: str, upstreams: Mapping[str, UpstreamSettings]) -> Pin:
-    """Parse `[host/]repository(:tag|@digest)`; raises ValueError saying what is wrong."""
+    """Parse `[host/]repository[:tag][@digest]` (a digest wins over a tag); raises
+    ValueError saying what is wrong."""
     rest, at, digest = text.partition("@")
     first, slash, path = rest.partition("/")
     if slash and ("." in first or ":" in first or first == "localhost"):
-        host = first
+        host = first.lower()
     else:
         host, path = DOCKER_HUB, rest
-    if not at:
-        head, colon, tag = path.rpartition(":")
-        path, reference = (head, tag) if colon and "/" not in tag else (path, "latest")
+    head, colon, tag = path.rpartition(":")
+    if colon and "/" not in tag:
+        path = head
     else:
-        reference = digest
+        tag = "latest"
+    reference = digest if at else tag
     upstream = _upstream_for(host, upstreams)
     if upstream is None:
         raise ValueError(f"{text!r}: no configured upstream serves registry {host!r}")
