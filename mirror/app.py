@@ -17,6 +17,7 @@ from dataclasses import astuple
 
 from aiohttp import web
 
+from mirror.accesslog import AccessLogger, access_logger
 from mirror.appkeys import (
     BLOBS,
     CLIENTS,
@@ -41,7 +42,7 @@ from mirror.memo import Memo
 from mirror.metrics import Metrics
 from mirror.pins import parse_pin, pinned_digests
 from mirror.refs import Refs
-from mirror.routes import add_routes, v2_middleware
+from mirror.routes import add_routes, on_prepare, v2_middleware
 from mirror.storage.disk import DiskBlobStore
 from mirror.units import format_size
 from mirror.upstream import UpstreamClient, new_session
@@ -59,6 +60,7 @@ def build_app(
 ) -> web.Application:
     """The mirror as an aiohttp Application; resources open on start-up."""
     app = web.Application(middlewares=[v2_middleware])
+    app.on_response_prepare.append(on_prepare)
     app[SETTINGS] = settings
     app[METRICS] = metrics or Metrics()
     app.cleanup_ctx.append(_storage)
@@ -201,7 +203,8 @@ def run(settings: Settings) -> None:
         ssl_context=_ssl_context(settings),
         shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
         print=None,
-        access_log=logging.getLogger("mirror.access"),
+        access_log=access_logger(),
+        access_log_class=AccessLogger,
     )
 
 

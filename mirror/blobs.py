@@ -77,17 +77,18 @@ class BlobCache:
             raise
         return download
 
-    async def size(self, upstream: str, repo: str, digest: str) -> int:
-        """The size of a blob for HEAD: from the cache, a download, or an upstream HEAD."""
+    async def size(self, upstream: str, repo: str, digest: str) -> tuple[int, str]:
+        """The size of a blob for HEAD, and hit or miss: from the cache, a download under
+        way, or an upstream HEAD (which does not start a download)."""
         size = self._store.size(digest)
         if size is not None:
             self._metrics.cache_requests.labels("blob", "hit").inc()
             self._index.touch(digest)
-            return size
+            return size, "hit"
         self._metrics.cache_requests.labels("blob", "miss").inc()
         download = self._downloads.get(digest)
         if download is not None and (size := await download.wait_ready()) is not None:
-            return size
+            return size, "miss"
         await self._check_not_found(upstream, repo, digest)
         try:
             async with self._upstreams[upstream].request(
@@ -99,7 +100,7 @@ class BlobCache:
             raise
         if length is None:
             raise BlobUnknown(f"upstream {upstream} gave no size for {repo}@{digest}")
-        return length
+        return length, "miss"
 
     def _cached(self, digest: str) -> CachedBlob | None:
         file = self._store.open(digest)

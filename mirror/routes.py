@@ -9,12 +9,18 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import aclosing
 from urllib.parse import urlencode
 
 from aiohttp import web
 
-from mirror.appkeys import BLOBS, LISTINGS, MANIFESTS, METRICS, SETTINGS
+from mirror.accesslog import (
+    CACHE_RESULT,
+    REQUEST_ID,
+    REQUEST_ID_HEADER,
+    UPSTREAM,
+    request_id,
+)
+from mirror.appkeys import BLOBS, INDEX, LISTINGS, MANIFESTS, METRICS, SETTINGS, STORE
 from mirror.blobs import CachedBlob
 from mirror.errors import (
     EndpointUnknown,
@@ -23,7 +29,7 @@ from mirror.errors import (
     Unsupported,
     error_body,
 )
-from mirror.fetch import Download
+from mirror.health import readiness_problem
 from mirror.listings import Page
 from mirror.oci import (
     API_VERSION,
@@ -34,6 +40,7 @@ from mirror.oci import (
     validate_reference,
 )
 from mirror.routing import Target, resolve
+from mirror.send import send_file, stream_download
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +58,19 @@ def _error_response(error: MirrorError) -> web.Response:
     return response
 
 
+async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    """Headers every answer carries, set just before they are sent: the request id, and
+    on the v2 surface the API version."""
+    response.headers[REQUEST_ID_HEADER] = request.get(REQUEST_ID) or request_id(request)
+    if request.path.startswith("/v2"):
+        response.headers[API_VERSION] = API_VERSION_VALUE
+
+
 @web.middleware
 async def v2_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
-    """Spec error bodies, 405 for writes, the API version header, request timing."""
+    """Spec error bodies, 405 for writes, request ids and timing."""
     started = time.perf_counter()
+    request[REQUEST_ID] = request_id(request)
     try:
         if request.method not in _READ_METHODS and request.path.startswith("/v2"):
             raise Unsupported(f"{request.method} is not supported: this mirror is read-only")
@@ -65,8 +81,6 @@ async def v2_middleware(request: web.Request, handler: _Handler) -> web.StreamRe
         if not request.path.startswith("/v2"):
             raise
         response = _error_response(EndpointUnknown(f"no such endpoint: {request.path}"))
-    if request.path.startswith("/v2"):
-        response.headers[API_VERSION] = API_VERSION_VALUE
     kind = request.match_info.route.name or "other"
     request.app[METRICS].request_duration.labels(kind).observe(time.perf_counter() - started)
     return response
@@ -74,12 +88,14 @@ async def v2_middleware(request: web.Request, handler: _Handler) -> web.StreamRe
 
 def _target(request: web.Request) -> Target:
     settings = request.app[SETTINGS]
-    return resolve(
+    target = resolve(
         settings.upstreams,
         settings.default_upstream,
         request.match_info["name"],
         request.query.get("ns"),
     )
+    request[UPSTREAM] = target.upstream
+    return target
 
 
 def _etag_matches(request: web.Request, digest: str) -> bool:
@@ -97,6 +113,7 @@ async def manifest(request: web.Request) -> web.Response:
     target = _target(request)
     accept = merge_accept(request.headers.getall("Accept", []))
     found = await request.app[MANIFESTS].get(target.upstream, target.repo, reference, accept)
+    request[CACHE_RESULT] = found.result
     headers = {
         CONTENT_DIGEST: found.digest,
         "ETag": f'"{found.digest}"',
@@ -118,86 +135,18 @@ async def blob(request: web.Request) -> web.StreamResponse:
     headers = {CONTENT_DIGEST: digest, "ETag": f'"{digest}"', "Content-Type": _BLOB_TYPE}
     if _etag_matches(request, digest):
         return web.Response(status=304, headers=headers)
-    blobs = request.app[BLOBS]
+    blobs, served = request.app[BLOBS], request.app[METRICS].served_bytes
     if request.method == "HEAD":
-        size = await blobs.size(target.upstream, target.repo, digest)
+        size, request[CACHE_RESULT] = await blobs.size(target.upstream, target.repo, digest)
         headers["Accept-Ranges"] = "bytes"
         return web.Response(headers={**headers, "Content-Length": str(size)})
     found = await blobs.get(target.upstream, target.repo, digest)
     if isinstance(found, CachedBlob):
+        request[CACHE_RESULT] = "hit"
         with found.file:
-            return await _send_cached(request, found, headers)
-    return await _stream(request, found, headers)
-
-
-def _partial_response(
-    request: web.Request, size: int | None, headers: dict[str, str]
-) -> tuple[web.StreamResponse, int, int | None]:
-    """A response for the Range asked (206) or the whole blob, and its [start, stop)."""
-    window = _window(request, size)
-    response = web.StreamResponse(headers={**headers, "Accept-Ranges": "bytes"})
-    start, stop = window or (0, size)
-    if window is not None:
-        response.set_status(206)
-        response.headers["Content-Range"] = f"bytes {start}-{(stop or 0) - 1}/{size}"
-    if stop is not None:
-        response.content_length = stop - start
-    return response, start, stop
-
-
-async def _send_cached(
-    request: web.Request, blob: CachedBlob, headers: dict[str, str]
-) -> web.StreamResponse:
-    """Send an open cached blob (or the Range asked of it) with sendfile."""
-    response, start, stop = _partial_response(request, blob.size, headers)
-    count = (stop or blob.size) - start
-    await response.prepare(request)
-    if request.transport is None:
-        raise ConnectionResetError("client went away")
-    await asyncio.get_running_loop().sendfile(request.transport, blob.file, start, count)
-    request.app[METRICS].served_bytes.labels("cache").inc(count)
-    await response.write_eof()
-    return response
-
-
-def _window(request: web.Request, size: int | None) -> tuple[int, int | None] | None:
-    """The byte window [start, end) a Range header asks for, or None for the whole blob."""
-    if "Range" not in request.headers or size is None:
-        return None
-    try:
-        asked = request.http_range
-    except ValueError as error:
-        raise RangeNotSatisfiable(f"unparseable Range header: {error}", size) from error
-    start, stop = asked.start, asked.stop
-    if start is None:
-        return None
-    if start < 0:
-        start = max(0, size + start)
-    stop = size if stop is None else min(stop, size)
-    if start >= size or stop <= start:
-        raise RangeNotSatisfiable(f"range starts at or past the blob's {size} bytes", size)
-    return start, stop
-
-
-async def _stream(
-    request: web.Request, download: Download, headers: dict[str, str]
-) -> web.StreamResponse:
-    """Stream a blob from its download; cut the connection if the download fails."""
-    response, start, stop = _partial_response(request, download.size, headers)
-    await response.prepare(request)
-    counter = request.app[METRICS].served_bytes.labels("upstream")
-    try:
-        async with aclosing(download.read_range(start, stop)) as chunks:
-            async for chunk in chunks:
-                await response.write(chunk)
-                counter.inc(len(chunk))
-    except MirrorError as error:
-        log.warning("cut %s %s: %s", request.method, request.path, error.message)
-        if request.transport is not None:
-            request.transport.abort()
-        return response
-    await response.write_eof()
-    return response
+            return await send_file(request, found, headers, served.labels("cache"))
+    request[CACHE_RESULT] = "miss"
+    return await stream_download(request, found, headers, served.labels("upstream"))
 
 
 async def tags_list(request: web.Request) -> web.Response:
@@ -233,6 +182,15 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def readyz(request: web.Request) -> web.Response:
+    """`GET /readyz`: 200 when the storage folder is writable and the index answers,
+    else 503 with the reason."""
+    problem = await asyncio.to_thread(readiness_problem, request.app[STORE], request.app[INDEX])
+    if problem is not None:
+        return web.json_response({"status": "not ready", "reason": problem}, status=503)
+    return web.json_response({"status": "ready"})
+
+
 def add_routes(app: web.Application, with_metrics: bool) -> None:
     """Register the v2 surface (and /metrics, /healthz) on `app`."""
     name = r"{name:[^?#]+?}"
@@ -242,5 +200,6 @@ def add_routes(app: web.Application, with_metrics: bool) -> None:
     app.router.add_get(f"/v2/{name}/manifests/{{reference}}", manifest, name="manifest")
     app.router.add_get(f"/v2/{name}/blobs/{{digest}}", blob, name="blob")
     app.router.add_get("/healthz", healthz, name="healthz")
+    app.router.add_get("/readyz", readyz, name="readyz")
     if with_metrics:
         app.router.add_get("/metrics", metrics, name="metrics")

@@ -1,0 +1,106 @@
+"""How blob bytes leave: sendfile from an open cached file, or a stream that follows a
+download. Both honour `Range` and count bytes as they go (metrics and access log).
+A download that fails mid-stream cuts the connection, so no client mistakes a short
+or wrong body for a whole one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import aclosing
+
+from aiohttp import web
+from prometheus_client import Counter
+
+from mirror.accesslog import BYTES_SENT
+from mirror.blobs import CachedBlob
+from mirror.errors import MirrorError, RangeNotSatisfiable
+from mirror.fetch import Download
+
+log = logging.getLogger(__name__)
+
+# sendfile in slices so the byte counters move while a large blob goes out.
+SENDFILE_SLICE = 16 * 1024 * 1024
+
+
+def window(request: web.Request, size: int | None) -> tuple[int, int | None] | None:
+    """The byte window [start, stop) a Range header asks for, or None for the whole blob.
+
+    Raises RangeNotSatisfiable for a range that starts past the end or does not parse.
+    """
+    if "Range" not in request.headers or size is None:
+        return None
+    try:
+        asked = request.http_range
+    except ValueError as error:
+        raise RangeNotSatisfiable(f"unparseable Range header: {error}", size) from error
+    start, stop = asked.start, asked.stop
+    if start is None:
+        return None
+    if start < 0:
+        start = max(0, size + start)
+    stop = size if stop is None else min(stop, size)
+    if start >= size or stop <= start:
+        raise RangeNotSatisfiable(f"range starts at or past the blob's {size} bytes", size)
+    return start, stop
+
+
+def _response(
+    request: web.Request, size: int | None, headers: dict[str, str]
+) -> tuple[web.StreamResponse, int, int | None]:
+    """A response for the Range asked (206) or the whole blob, and its [start, stop)."""
+    asked = window(request, size)
+    response = web.StreamResponse(headers={**headers, "Accept-Ranges": "bytes"})
+    start, stop = asked or (0, size)
+    if asked is not None:
+        response.set_status(206)
+        response.headers["Content-Range"] = f"bytes {start}-{(stop or 0) - 1}/{size}"
+    if stop is not None:
+        response.content_length = stop - start
+    return response, start, stop
+
+
+def _count(request: web.Request, counter: Counter, sent: int) -> None:
+    counter.inc(sent)
+    request[BYTES_SENT] = request.get(BYTES_SENT, 0) + sent
+
+
+async def send_file(
+    request: web.Request, blob: CachedBlob, headers: dict[str, str], counter: Counter
+) -> web.StreamResponse:
+    """Send an open cached blob (or the Range asked of it) with sendfile."""
+    response, start, stop = _response(request, blob.size, headers)
+    await response.prepare(request)
+    loop = asyncio.get_running_loop()
+    position, end = start, blob.size if stop is None else stop
+    while position < end:
+        if request.transport is None:
+            raise ConnectionResetError("the client went away")
+        sent = await loop.sendfile(
+            request.transport, blob.file, position, min(SENDFILE_SLICE, end - position)
+        )
+        position += sent
+        _count(request, counter, sent)
+    await response.write_eof()
+    return response
+
+
+async def stream_download(
+    request: web.Request, download: Download, headers: dict[str, str], counter: Counter
+) -> web.StreamResponse:
+    """Stream a blob (or the Range asked of it) as its download writes it."""
+    response, start, stop = _response(request, download.size, headers)
+    await response.prepare(request)
+    try:
+        async with aclosing(download.read_range(start, stop)) as chunks:
+            async for chunk in chunks:
+                await response.write(chunk)
+                _count(request, counter, len(chunk))
+    except MirrorError as error:
+        log.warning("cut %s %s: %s", request.method, request.path, error.message)
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+    await response.write_eof()
+    return response
