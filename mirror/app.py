@@ -43,6 +43,7 @@ from mirror.metrics import Metrics
 from mirror.pins import parse_pin, pinned_digests
 from mirror.refs import Refs
 from mirror.routes import add_routes, on_prepare, v2_middleware
+from mirror.routes import metrics as metrics_handler
 from mirror.storage.disk import DiskBlobStore
 from mirror.units import format_size
 from mirror.upstream import UpstreamClient, new_session
@@ -67,8 +68,26 @@ def build_app(
     app.cleanup_ctx.append(_index_keeper)
     app.cleanup_ctx.append(_upstreams(clock))
     app.cleanup_ctx.append(_caches(clock))
+    if settings.metrics.listen is not None:
+        app.cleanup_ctx.append(_metrics_listener)
     add_routes(app, with_metrics=settings.metrics.enabled)
     return app
+
+
+async def _metrics_listener(app: web.Application) -> AsyncIterator[None]:
+    """`/metrics` alone on `metrics.listen`, for a scraper kept off the main port."""
+    host, port = app[SETTINGS].metrics.listen or ("", 0)
+    metrics_app = web.Application()
+    metrics_app[METRICS] = app[METRICS]
+    metrics_app.router.add_get("/metrics", metrics_handler)
+    runner = web.AppRunner(metrics_app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    log.info("metrics on http://%s:%d/metrics", host, port)
+    try:
+        yield
+    finally:
+        await runner.cleanup()
 
 
 async def _storage(app: web.Application) -> AsyncIterator[None]:

@@ -61,7 +61,8 @@ class TlsSettings:
 
 @dataclass(frozen=True, slots=True)
 class MetricsSettings:
-    enabled: bool = True
+    enabled: bool = True  # /metrics on the main listener
+    listen: tuple[str, int] | None = None  # also serve /metrics alone on HOST:PORT
 
 
 @dataclass(frozen=True, slots=True)

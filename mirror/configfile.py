@@ -75,7 +75,7 @@ def load(path: Path | None, env: Mapping[str, str], overrides: Overrides) -> Set
         manifests=_build_manifests(
             top.sub("manifests", ("tag_ttl", "serve_stale", "negative_ttl"))
         ),
-        metrics=MetricsSettings(top.sub("metrics", ("enabled",)).get("enabled", True, fields.flag)),
+        metrics=_build_metrics(top.sub("metrics", ("enabled", "listen"))),
         log=_build_log(top.sub("log", ("level", "format"))),
     )
     if problems:
@@ -106,6 +106,9 @@ def describe(settings: Settings) -> str:
         "negative_ttl": format_duration(settings.manifests.negative_ttl),
     }
     document["metrics"] = {"enabled": settings.metrics.enabled}
+    if settings.metrics.listen is not None:
+        metrics_host, metrics_port = settings.metrics.listen
+        document["metrics"]["listen"] = f"{metrics_host}:{metrics_port}"
     document["log"] = {"level": settings.log.level, "format": settings.log.format}
     return yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
 
@@ -289,6 +292,13 @@ def _build_manifests(section: fields.Section) -> ManifestSettings:
         tag_ttl=section.get("tag_ttl", base.tag_ttl, parse_duration),
         serve_stale=section.get("serve_stale", base.serve_stale, fields.flag),
         negative_ttl=section.get("negative_ttl", base.negative_ttl, parse_duration),
+    )
+
+
+def _build_metrics(section: fields.Section) -> MetricsSettings:
+    return MetricsSettings(
+        enabled=section.get("enabled", True, fields.flag),
+        listen=section.get("listen", None, fields.listen),
     )
 
 

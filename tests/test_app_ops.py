@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,8 @@ from pytest_aiohttp.plugin import AiohttpClient, AiohttpServer
 
 from mirror.accesslog import AccessLogger, access_logger
 from mirror.app import build_app
-from mirror.config import UpstreamSettings
-from tests.conftest import mirror_settings
+from mirror.config import MetricsSettings, UpstreamSettings
+from tests.conftest import closed_port_url, mirror_settings
 from tests.fakeregistry import FakeRegistry
 
 Client = TestClient[web.Request, None]
@@ -100,3 +101,20 @@ async def test_health_and_readiness(logged_client: Client, tmp_path: Path) -> No
             assert "not writable" in (await unready.json())["reason"]
     finally:
         os.chmod(tmp_path / "partial", 0o700)
+
+
+async def test_metrics_on_their_own_listener(
+    aiohttp_client: AiohttpClient, fake_registry: FakeRegistry, tmp_path: Path
+) -> None:
+    port = int(closed_port_url().rsplit(":", 1)[1])
+    upstream = UpstreamSettings("docker.io", fake_registry.url, retries=0)
+    settings = replace(
+        mirror_settings(tmp_path, upstream),
+        metrics=MetricsSettings(enabled=False, listen=("127.0.0.1", port)),
+    )
+    client = await aiohttp_client(build_app(settings))
+    async with client.get("/metrics") as main_port:
+        assert main_port.status == 404
+    async with client.session.get(f"http://127.0.0.1:{port}/metrics") as scrape:
+        assert scrape.status == 200
+        assert "mirror_cache_max_bytes" in await scrape.text()

@@ -341,3 +341,9 @@ def test_bad_quota_keys_and_pins_are_named() -> None:
     assert problems("storage:\n  high_watermark: 0.5\n  low_watermark: 0.9\n") == [
         "storage.low_watermark: must not be above storage.high_watermark (0.5), got 0.9"
     ]
+
+
+def test_metrics_listener() -> None:
+    settings = load(config("metrics:\n  listen: 127.0.0.1:9090\n"), {}, Overrides())
+    assert settings.metrics.listen == ("127.0.0.1", 9090)
+    assert problems("metrics:\n  listen: nowhere\n")[0].startswith("metrics.listen: expected")
