@@ -7,21 +7,17 @@ no policy. Exit codes: 0 success, 2 bad usage or configuration.
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import os
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
-from mirror.config import ConfigError, LogSettings, Overrides, Settings
-from mirror.configfile import describe, load
+from mirror.cachecli import add_cache_commands
+from mirror.config import Overrides, Settings
+from mirror.configfile import describe, settings_or_report
+from mirror.logs import configure_logging
 
 EXIT_OK = 0
 EXIT_USAGE = 2
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-_HANDLER_NAME = "mirror"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,35 +34,6 @@ def main(argv: list[str] | None = None) -> int:
     return command(args)
 
 
-def configure_logging(settings: LogSettings) -> None:
-    """Send log records to stderr as text lines or JSON objects; idempotent."""
-    handler = logging.StreamHandler()
-    handler.set_name(_HANDLER_NAME)
-    handler.setFormatter(
-        _JsonFormatter() if settings.format == "json" else logging.Formatter(TEXT_FORMAT)
-    )
-    root = logging.getLogger()
-    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(settings.level.upper())
-
-
-class _JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message (and exception, if any)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mirror", description="A pull-through caching mirror for container registries."
@@ -80,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(run=_check_config)
     for command in (serve, check):
         _add_settings_flags(command)
+    add_cache_commands(commands)
     return parser
 
 
@@ -101,18 +69,10 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
 
 def _settings(args: argparse.Namespace) -> Settings | None:
     """Settings from the flags, environment and config file; None once problems are printed."""
-    path: Path | None = args.config
-    if path is None and os.environ.get("MIRROR_CONFIG"):
-        path = Path(os.environ["MIRROR_CONFIG"])
     overrides = Overrides(
         listen=args.listen, upstream=args.upstream, storage=args.storage, max_size=args.max_size
     )
-    try:
-        return load(path, os.environ, overrides)
-    except ConfigError as error:
-        for problem in error.problems:
-            print(f"mirror: {problem}", file=sys.stderr)
-        return None
+    return settings_or_report(args.config, overrides)
 
 
 def _serve(args: argparse.Namespace) -> int:

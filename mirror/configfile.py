@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -323,3 +324,17 @@ def _describe_upstream(upstream: UpstreamSettings) -> dict[str, Any]:
     entry["read_timeout"] = format_duration(upstream.read_timeout)
     entry["retries"] = upstream.retries
     return entry
+
+
+def settings_or_report(config: Path | None, overrides: Overrides) -> Settings | None:
+    """What a command runs on: `load()` from the file (`-c`, else MIRROR_CONFIG), the
+    environment and `overrides`; None once each problem is printed to stderr as
+    `mirror: <problem>`."""
+    if config is None and os.environ.get("MIRROR_CONFIG"):
+        config = Path(os.environ["MIRROR_CONFIG"])
+    try:
+        return load(config, os.environ, overrides)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(f"mirror: {problem}", file=sys.stderr)
+        return None

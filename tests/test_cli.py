@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mirror.cli import configure_logging, main
+from mirror.cli import main
 from mirror.config import LogSettings, Settings
+from mirror.logs import configure_logging
 
 GOOD = (
     "listen: 127.0.0.1:5050\n"
