@@ -80,6 +80,9 @@ async def send_file(
         sent = await loop.sendfile(
             request.transport, blob.file, position, min(SENDFILE_SLICE, end - position)
         )
+        if not sent:  # the file was cut short under us: end the response unfinished
+            request.transport.abort()
+            return response
         position += sent
         _count(request, counter, sent)
     await response.write_eof()

@@ -1,5 +1,6 @@
 """End-to-end tests: the real reference registry behind token auth, the mirror, real clients.
 
 Helpers live beside the tests so later suites (docker, containerd, podman) reuse them:
-`support` (processes, ports, HTTP), `tokenissuer`, `registry`, `images`.
+`support` (processes, ports, HTTP), `tokenissuer`, `registry`, `images`, `skopeo`,
+`through` (skopeo pulling through a mirror, checked against what was pushed).
 """

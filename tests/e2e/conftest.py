@@ -1,5 +1,7 @@
 """Fixtures for end-to-end tests: a token issuer, the reference registry seeded with the
-suite's images (once per session), and a fresh mirror process per test.
+suite's images (once per session) and a `seeder` client for tests that push their own, and
+a fresh mirror process per test (`start_mirror`; `start_through` adds skopeo pulling
+through it).
 
 A missing binary skips, or fails when `MIRROR_E2E_REQUIRED=1` (CI). Every process is
 stopped by pid at teardown; on failure the mirror's log and the upstream's log lines
@@ -19,6 +21,7 @@ from .mirrorproc import MirrorProcess, StartMirror, UpstreamConfig, find_mirror_
 from .registry import Registry
 from .skopeo import Skopeo
 from .support import require_binary, unavailable
+from .through import StartThrough, Through
 from .tokenissuer import MIRROR_USER, SEEDER, TokenIssuer
 
 _REPORT_LOGS = pytest.StashKey[list[tuple[str, Callable[[], str]]]]()
@@ -116,6 +119,12 @@ def upstream(
         registry.stop()
 
 
+@pytest.fixture(scope="session")
+def seeder(upstream: Registry) -> RegistryClient:
+    """A client of `upstream` that may push: for tests that bring images of their own."""
+    return RegistryClient(upstream.url, (SEEDER.username, SEEDER.password))
+
+
 # per test: mirror and clients ------------------------------------------------------
 
 
@@ -181,3 +190,17 @@ def mirror(start_mirror: StartMirror) -> MirrorProcess:
 @pytest.fixture
 def skopeo(skopeo_binary: str, tmp_path: Path) -> Skopeo:
     return Skopeo(skopeo_binary, tmp_path / "skopeo")
+
+
+@pytest.fixture
+def start_through(
+    start_mirror: StartMirror, skopeo: Skopeo, upstream: Registry, tmp_path: Path
+) -> StartThrough:
+    """`start_mirror(**kwargs)`, returned as a `Through` with skopeo pulling through it."""
+    return lambda **kwargs: Through(start_mirror(**kwargs), skopeo, upstream, tmp_path)
+
+
+@pytest.fixture
+def through(start_through: StartThrough) -> Through:
+    """skopeo pulling through a fresh mirror (empty cache, upstream credentials)."""
+    return start_through()

@@ -303,6 +303,7 @@ class RegistryClient:
         self.base_url = base_url.rstrip("/")
         self.credentials = credentials
         self._tokens: dict[str, str] = {}
+        self._last_token: str | None = None
 
     def request(
         self,
@@ -315,6 +316,10 @@ class RegistryClient:
         """Send a request, fetching a token and retrying once on a Bearer challenge."""
         url = urllib.parse.urljoin(self.base_url + "/", path_or_url)
         sent = dict(headers or {})
+        if body and self._last_token is not None:
+            # A large body sent without a token meets a 401 and a closed socket (broken
+            # pipe); an upload's PUT carries the token its POST was granted.
+            sent.setdefault("Authorization", f"Bearer {self._last_token}")
         response = http_request(method, url, headers=sent, body=body)
         challenge = response.header("WWW-Authenticate")
         if response.status != 401 or challenge is None:
@@ -322,7 +327,8 @@ class RegistryClient:
         scheme, params = parse_challenge(challenge)
         if scheme != "bearer":
             raise AssertionError(f"unexpected challenge {challenge!r}")
-        sent["Authorization"] = f"Bearer {self.token(params)}"
+        self._last_token = self.token(params)
+        sent["Authorization"] = f"Bearer {self._last_token}"
         return http_request(method, url, headers=sent, body=body)
 
     def token(self, challenge: Mapping[str, str]) -> str:

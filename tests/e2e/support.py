@@ -164,6 +164,14 @@ class ManagedProcess:
                 proc.wait(timeout=grace)
         return proc.returncode
 
+    def kill(self) -> None:
+        """SIGKILL the process by pid (a crash, no clean-up of its own) and reap it."""
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            raise RuntimeError(f"{self.name} is not running")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
     def log_text(self, limit: int = 200_000) -> str:
         """The tail of the process log (stderr, and stdout when it shares the file)."""
         try:
