@@ -17,16 +17,13 @@ import os
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from mirror.errors import DigestMismatch, InsufficientStorage, MirrorError, UpstreamUnavailable
 from mirror.metrics import Metrics
 from mirror.storage import BlobStore, BlobWriter
 
 log = logging.getLogger(__name__)
-
-READ_CHUNK = 1 << 20
-
 
 class UpstreamBody:
     """What an opener hands a download: the body's length (if known) and its chunks."""
@@ -99,31 +96,28 @@ class Download:
             self._changed.clear()
             await self._changed.wait()
 
-    async def read_range(
+    async def windows(
         self, start: int = 0, end: int | None = None
-    ) -> AsyncGenerator[bytes, None]:
-        """Yield the bytes [start, end) (to the end of the blob if end is None) as they arrive.
+    ) -> AsyncGenerator[tuple[int, int], None]:
+        """Yield byte windows [begin, stop) of [start, end) as they become readable
+        (to the end of the blob if end is None); read them from `open_reader()`.
 
-        Raises the download's error, after the bytes already yielded, if it fails;
+        Raises the download's error, after the windows already yielded, if it fails;
         the caller must then cut its client's connection.
         """
-        fd = os.dup(self._fd)
-        try:
-            position = start
-            while end is None or position < end:
-                available = await self._wait_past(position)
-                if available <= position:
-                    return  # committed and nothing more to read
-                limit = available if end is None else min(available, end)
-                while position < limit:
-                    # pread from the page cache does not block the loop for long.
-                    chunk = os.pread(fd, min(READ_CHUNK, limit - position), position)
-                    if not chunk:
-                        raise UpstreamUnavailable(f"partial file of {self.digest} shrank")
-                    position += len(chunk)
-                    yield chunk
-        finally:
-            os.close(fd)
+        position = start
+        while end is None or position < end:
+            available = await self._wait_past(position)
+            if available <= position:
+                return  # verified and nothing more to read
+            stop = available if end is None else min(available, end)
+            yield position, stop
+            position = stop
+
+    def open_reader(self) -> BinaryIO:
+        """A new read-only file on the blob's bytes (the caller closes it); it keeps
+        them after the download commits or discards."""
+        return os.fdopen(os.dup(self._fd), "rb", buffering=0)
 
     async def run(self, opener: Opener, metrics: Metrics, policy: FillPolicy) -> None:
         """Fetch, write, verify and commit (or only verify, if not admitted).
@@ -141,6 +135,8 @@ class Download:
                     raise UpstreamUnavailable(
                         f"upstream sent {self._written} of {self.size} bytes of {self.digest}"
                     )
+            # A kept blob is visible before its last byte goes out, so whoever asks
+            # next finds it in the store.
             await asyncio.to_thread(self._writer.commit if keep else self._writer.verify)
             self.size = self._written
             self._verified = True

@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import aclosing
+from typing import BinaryIO
 
 from aiohttp import web
 from prometheus_client import Counter
 
 from mirror.accesslog import BYTES_SENT
 from mirror.blobs import CachedBlob
-from mirror.errors import MirrorError, RangeNotSatisfiable
+from mirror.errors import MirrorError, RangeNotSatisfiable, UpstreamUnavailable
 from mirror.fetch import Download
 
 log = logging.getLogger(__name__)
@@ -66,25 +67,40 @@ def _count(request: web.Request, counter: Counter, sent: int) -> None:
     request[BYTES_SENT] = request.get(BYTES_SENT, 0) + sent
 
 
+async def _sendfile(
+    request: web.Request, file: BinaryIO, start: int, end: int, counter: Counter
+) -> bool:
+    """sendfile bytes [start, end) of `file`; False if the file ended before `end`."""
+    loop = asyncio.get_running_loop()
+    position = start
+    while position < end:
+        if request.transport is None:
+            raise ConnectionResetError("the client went away")
+        sent = await loop.sendfile(
+            request.transport, file, position, min(SENDFILE_SLICE, end - position)
+        )
+        if not sent:
+            return False
+        position += sent
+        _count(request, counter, sent)
+    return True
+
+
+def _cut(request: web.Request, why: str) -> None:
+    log.warning("cut %s %s: %s", request.method, request.path, why)
+    if request.transport is not None:
+        request.transport.abort()
+
+
 async def send_file(
     request: web.Request, blob: CachedBlob, headers: dict[str, str], counter: Counter
 ) -> web.StreamResponse:
     """Send an open cached blob (or the Range asked of it) with sendfile."""
     response, start, stop = _response(request, blob.size, headers)
     await response.prepare(request)
-    loop = asyncio.get_running_loop()
-    position, end = start, blob.size if stop is None else stop
-    while position < end:
-        if request.transport is None:
-            raise ConnectionResetError("the client went away")
-        sent = await loop.sendfile(
-            request.transport, blob.file, position, min(SENDFILE_SLICE, end - position)
-        )
-        if not sent:  # the file was cut short under us: end the response unfinished
-            request.transport.abort()
-            return response
-        position += sent
-        _count(request, counter, sent)
+    if not await _sendfile(request, blob.file, start, stop or blob.size, counter):
+        _cut(request, "the cached file was cut short")
+        return response
     await response.write_eof()
     return response
 
@@ -92,18 +108,18 @@ async def send_file(
 async def stream_download(
     request: web.Request, download: Download, headers: dict[str, str], counter: Counter
 ) -> web.StreamResponse:
-    """Stream a blob (or the Range asked of it) as its download writes it."""
+    """Send a blob (or the Range asked of it) with sendfile from its partial file, window
+    by window as its download writes it."""
     response, start, stop = _response(request, download.size, headers)
     await response.prepare(request)
     try:
-        async with aclosing(download.read_range(start, stop)) as chunks:
-            async for chunk in chunks:
-                await response.write(chunk)
-                _count(request, counter, len(chunk))
+        with download.open_reader() as file:
+            async with aclosing(download.windows(start, stop)) as windows:
+                async for begin, end in windows:
+                    if not await _sendfile(request, file, begin, end, counter):
+                        raise UpstreamUnavailable(f"partial file of {download.digest} shrank")
     except MirrorError as error:
-        log.warning("cut %s %s: %s", request.method, request.path, error.message)
-        if request.transport is not None:
-            request.transport.abort()
+        _cut(request, error.message)
         return response
     await response.write_eof()
     return response

@@ -74,9 +74,17 @@ class Policy:
         self.finished_count += 1
 
 
+async def read_chunks(
+    download: Download, start: int = 0, end: int | None = None
+) -> AsyncIterator[bytes]:
+    """What a sender does: read each window as the download makes it readable."""
+    with download.open_reader() as file:
+        async for begin, stop in download.windows(start, end):
+            yield os.pread(file.fileno(), stop - begin, begin)
+
+
 async def read_all(download: Download, start: int = 0, end: int | None = None) -> bytes:
-    parts = [chunk async for chunk in download.read_range(start, end)]
-    return b"".join(parts)
+    return b"".join([chunk async for chunk in read_chunks(download, start, end)])
 
 
 @pytest.fixture
@@ -103,7 +111,7 @@ async def test_a_reader_gets_bytes_before_the_download_ends(store: DiskBlobStore
     source = Source(DATA, gate=True)
     downloads = Downloads(store, Metrics())
     download = downloads.join_or_start(DIGEST, source.opener, Policy())[0]
-    chunks = download.read_range()
+    chunks = read_chunks(download)
     first = await chunks.__anext__()
     assert first == DATA[: len(first)]
     assert store.size(DIGEST) is None  # still downloading
@@ -121,7 +129,7 @@ async def test_wrong_bytes_never_reach_a_reader_whole(store: DiskBlobStore) -> N
     download = downloads.join_or_start(DIGEST, Source(bytes(corrupt)).opener, Policy())[0]
     received = bytearray()
     with pytest.raises(DigestMismatch):
-        async for chunk in download.read_range():
+        async for chunk in read_chunks(download):
             received += chunk
     assert len(received) < len(DATA)
     assert store.size(DIGEST) is None
