@@ -39,7 +39,7 @@ from mirror.oci import (
 from mirror.refs import Refs, TagRecord
 from mirror.singleflight import SingleFlight
 from mirror.storage import BlobStore
-from mirror.upstream import UpstreamClient
+from mirror.upstream import UpstreamClient, read_limited
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ class ManifestCache:
         ) as response:
             if (response.content_length or 0) > MAX_MANIFEST_BYTES:
                 raise UpstreamUnavailable(f"upstream {upstream}: manifest over 4 MiB refused")
-            body = await response.content.read(MAX_MANIFEST_BYTES + 1)
+            body = await read_limited(response, MAX_MANIFEST_BYTES + 1)
             claimed = response.headers.get(CONTENT_DIGEST)
             content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
         self._metrics.upstream_bytes.labels(upstream).inc(len(body))

@@ -231,7 +231,7 @@ class UpstreamClient:
                                       retry_after(response.headers, datetime.now(UTC)))
             if response.status != 200:
                 raise UpstreamUnavailable(f"{endpoint} answered {response.status}", 502)
-            return parse_token_response(await _read_limited(response, _TOKEN_BODY_LIMIT))
+            return parse_token_response(await read_limited(response, _TOKEN_BODY_LIMIT))
         except ValueError as exc:
             raise UpstreamUnavailable(f"{endpoint} sent an unusable answer: {exc}", 502) from exc
         finally:
@@ -322,8 +322,9 @@ class UpstreamClient:
         return "the configured credentials" if self.settings.username else "anonymous access"
 
 
-async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    """At most `limit` bytes of a body: enough for an error or a token, never a blob."""
+async def read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body, or its first `limit` bytes if it is longer: for manifests, tokens and
+    errors, never a blob. Reads until the end, however the body arrives."""
     body = bytearray()
     while len(body) < limit:
         chunk = await response.content.read(limit - len(body))
@@ -336,7 +337,7 @@ async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
 async def _error_codes(response: aiohttp.ClientResponse) -> set[str]:
     """The `code`s of a distribution-spec error body; empty if there is none to read."""
     try:
-        document = json.loads(await _read_limited(response, _ERROR_BODY_LIMIT))
+        document = json.loads(await read_limited(response, _ERROR_BODY_LIMIT))
         return {str(e["code"]) for e in document["errors"] if isinstance(e, dict) and "code" in e}
     except (ValueError, KeyError, TypeError, aiohttp.ClientError, TimeoutError):
         return set()

@@ -8,7 +8,9 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from unittest import mock
 
+import aiohttp
 import pytest
 
 from mirror.auth import TokenCache
@@ -24,7 +26,7 @@ from mirror.errors import (
     UpstreamUnavailable,
 )
 from mirror.metrics import Metrics
-from mirror.upstream import UpstreamClient, new_session
+from mirror.upstream import UpstreamClient, new_session, read_limited
 from tests.fakeregistry import FakeBlobHost, FakeRegistry
 
 REPO = "library/alpine"
@@ -45,14 +47,22 @@ class Harness:
     clock: Clock
     sleeps: list[float] = field(default_factory=list)
 
-    async def get(self, path: str, *, kind: str = "manifest", repo: str = REPO,
-                  method: str = "GET", **kwargs: Any) -> bytes:
+    async def get(
+        self,
+        path: str,
+        *,
+        kind: str = "manifest",
+        repo: str = REPO,
+        method: str = "GET",
+        **kwargs: Any,
+    ) -> bytes:
         async with self.client.request(method, path, kind=kind, repo=repo, **kwargs) as response:
             return await response.read()
 
     def count(self, kind: str, code: str) -> float:
         value = self.metrics.registry.get_sample_value(
-            "mirror_upstream_requests_total", {"upstream": "fake.io", "kind": kind, "code": code})
+            "mirror_upstream_requests_total", {"upstream": "fake.io", "kind": kind, "code": code}
+        )
         return value or 0.0
 
 
@@ -74,8 +84,9 @@ async def connect() -> AsyncIterator[Connect]:
         async def sleep(delay: float) -> None:
             harness.sleeps.append(delay)
 
-        harness.client = UpstreamClient(settings, session, TokenCache(clock=clock), metrics,
-                                        clock=clock, sleep=sleep)
+        harness.client = UpstreamClient(
+            settings, session, TokenCache(clock=clock), metrics, clock=clock, sleep=sleep
+        )
         return harness
 
     yield build
@@ -100,15 +111,18 @@ def statuses(registry: FakeRegistry) -> list[tuple[str, str, bool]]:
 async def test_manifest_passes_through_with_headers(alpine: FakeRegistry, connect: Connect) -> None:
     up = await connect(alpine.url)
     body, media_type = alpine.manifests[(REPO, "3")]
-    async with up.client.request("HEAD", f"{REPO}/manifests/3", kind="manifest",
-                                 repo=REPO) as response:
+    async with up.client.request(
+        "HEAD", f"{REPO}/manifests/3", kind="manifest", repo=REPO
+    ) as response:
         assert response.status == 200
         assert response.headers["Content-Length"] == str(len(body))
         assert response.headers["Content-Type"] == media_type
         digest = response.headers["Docker-Content-Digest"]
     assert await up.get(f"{REPO}/manifests/{digest}") == body
-    assert statuses(alpine) == [("HEAD", f"/v2/{REPO}/manifests/3", False),
-                                ("GET", f"/v2/{REPO}/manifests/{digest}", False)]
+    assert statuses(alpine) == [
+        ("HEAD", f"/v2/{REPO}/manifests/3", False),
+        ("GET", f"/v2/{REPO}/manifests/{digest}", False),
+    ]
 
 
 async def test_bodies_are_not_decompressed(fake_registry: FakeRegistry, connect: Connect) -> None:
@@ -135,11 +149,15 @@ async def test_anonymous_bearer_flow(alpine: FakeRegistry, connect: Connect) -> 
     alpine.auth = "bearer"
     up = await connect(alpine.url)
     assert await up.get(f"{REPO}/manifests/3") == alpine.manifests[(REPO, "3")][0]
-    assert statuses(alpine) == [("GET", f"/v2/{REPO}/manifests/3", False),
-                                ("GET", "/token", False),
-                                ("GET", f"/v2/{REPO}/manifests/3", True)]
-    assert alpine.requests[1].query == {"service": "fake-registry",
-                                        "scope": f"repository:{REPO}:pull"}
+    assert statuses(alpine) == [
+        ("GET", f"/v2/{REPO}/manifests/3", False),
+        ("GET", "/token", False),
+        ("GET", f"/v2/{REPO}/manifests/3", True),
+    ]
+    assert alpine.requests[1].query == {
+        "service": "fake-registry",
+        "scope": f"repository:{REPO}:pull",
+    }
     assert up.count("manifest", "401") == 1
     assert up.count("token", "200") == 1
 
@@ -170,17 +188,18 @@ async def test_token_rejected_after_retry_is_unauthorized(
     alpine: FakeRegistry, connect: Connect
 ) -> None:
     challenge = f'Bearer realm="{alpine.url}/token",service="fake-registry",error="denied"'
-    alpine.fail(f"/v2/{REPO}/manifests/3", 401, times=2,
-                headers={"WWW-Authenticate": challenge})
+    alpine.fail(f"/v2/{REPO}/manifests/3", 401, times=2, headers={"WWW-Authenticate": challenge})
     up = await connect(alpine.url)
     with pytest.raises(Unauthorized) as caught:
         await up.get(f"{REPO}/manifests/3")
     assert caught.value.message == (
-        f"upstream fake.io ({alpine.url}) refused anonymous access for repository "
-        f"'{REPO}' (denied)"
+        f"upstream fake.io ({alpine.url}) refused anonymous access for repository '{REPO}' (denied)"
     )
-    assert [r.path for r in alpine.requests] == [f"/v2/{REPO}/manifests/3", "/token",
-                                                 f"/v2/{REPO}/manifests/3"]
+    assert [r.path for r in alpine.requests] == [
+        f"/v2/{REPO}/manifests/3",
+        "/token",
+        f"/v2/{REPO}/manifests/3",
+    ]
 
 
 async def test_later_requests_send_the_token_up_front(
@@ -266,8 +285,11 @@ async def test_basic_upstream(alpine: FakeRegistry, connect: Connect) -> None:
     up = await connect(alpine.url, username="bob", password="pw")
     await up.get(f"{REPO}/manifests/3")
     await up.get(f"{REPO}/manifests/3")
-    assert statuses(alpine) == [("GET", f"/v2/{REPO}/manifests/3", False)] + [
-        ("GET", f"/v2/{REPO}/manifests/3", True)] * 2
+    assert (
+        statuses(alpine)
+        == [("GET", f"/v2/{REPO}/manifests/3", False)]
+        + [("GET", f"/v2/{REPO}/manifests/3", True)] * 2
+    )
     assert alpine.requests[-1].headers["Authorization"] == "Basic Ym9iOnB3"
 
 
@@ -303,8 +325,9 @@ async def test_redirects_keep_the_method_and_stop_after_five(
     path = f"/v2/{REPO}/manifests/3"
     alpine.fail(path, 307, times=2, headers={"Location": path})
     up = await connect(alpine.url)
-    async with up.client.request("HEAD", f"{REPO}/manifests/3", kind="manifest",
-                                 repo=REPO) as response:
+    async with up.client.request(
+        "HEAD", f"{REPO}/manifests/3", kind="manifest", repo=REPO
+    ) as response:
         assert response.status == 200
     assert [r.method for r in alpine.requests] == ["HEAD"] * 3
     alpine.fail(path, 302, times=6, headers={"Location": path})
@@ -418,8 +441,12 @@ async def test_429_when_retries_run_out(alpine: FakeRegistry, connect: Connect) 
     ],
 )
 async def test_404_maps_by_kind_and_body(
-    alpine: FakeRegistry, connect: Connect,
-    method: str, path: str, kind: str, error: type[MirrorError],
+    alpine: FakeRegistry,
+    connect: Connect,
+    method: str,
+    path: str,
+    kind: str,
+    error: type[MirrorError],
 ) -> None:
     up = await connect(alpine.url)
     with pytest.raises(error) as caught:
@@ -439,12 +466,38 @@ async def test_403_is_denied(alpine: FakeRegistry, connect: Connect) -> None:
 
 
 async def test_ratelimit_headers_reach_the_gauges(alpine: FakeRegistry, connect: Connect) -> None:
-    alpine.extra_headers.update({"ratelimit-limit": "100;w=21600",
-                                 "ratelimit-remaining": "76;w=21600"})
+    alpine.extra_headers.update(
+        {"ratelimit-limit": "100;w=21600", "ratelimit-remaining": "76;w=21600"}
+    )
     up = await connect(alpine.url)
     await up.get(f"{REPO}/manifests/3")
     sample = up.metrics.registry.get_sample_value
     assert sample("mirror_upstream_ratelimit_limit", {"upstream": "fake.io"}) == 100
     assert sample("mirror_upstream_ratelimit_remaining", {"upstream": "fake.io"}) == 76
-    assert sample("mirror_upstream_request_duration_seconds_count",
-                  {"upstream": "fake.io", "kind": "manifest"}) == 1
+    assert (
+        sample(
+            "mirror_upstream_request_duration_seconds_count",
+            {"upstream": "fake.io", "kind": "manifest"},
+        )
+        == 1
+    )
+
+
+async def test_read_limited_reads_a_body_that_arrives_in_parts() -> None:
+    stream = aiohttp.StreamReader(
+        mock.Mock(_reading_paused=False), 2**16, loop=asyncio.get_running_loop()
+    )
+    response = mock.Mock(content=stream)
+    stream.feed_data(b'{"schemaVersion":')
+    loop = asyncio.get_running_loop()
+    # The rest arrives only after the reader has taken the first part.
+    def rest() -> None:
+        stream.feed_data(b" 2}")
+        stream.feed_eof()
+
+    loop.call_soon(rest)
+    assert await read_limited(response, 1000) == b'{"schemaVersion": 2}'
+    stream = aiohttp.StreamReader(mock.Mock(_reading_paused=False), 2**16, loop=loop)
+    stream.feed_data(b"x" * 50)
+    stream.feed_eof()
+    assert await read_limited(mock.Mock(content=stream), 10) == b"x" * 10
