@@ -156,7 +156,9 @@ class UpstreamClient:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 retryable = isinstance(exc, aiohttp.ClientConnectionError | TimeoutError)
                 if not retryable or attempt >= self.settings.retries:
-                    raise self._failure(exc, call.target, attempt + 1) from exc
+                    failure = self._failure(exc, call.target, attempt + 1)
+                    log.warning("%s", failure.message)
+                    raise failure from exc
                 delay, reason = backoff(attempt), str(exc) or type(exc).__name__
             else:
                 if 200 <= response.status < 300:
@@ -164,7 +166,10 @@ class UpstreamClient:
                 retry = retry_delay(response.status, response.headers, attempt,
                                     self.settings.retries, datetime.now(UTC))
                 if retry is None:
-                    raise await self._error(call, response, attempt + 1)
+                    error = await self._error(call, response, attempt + 1)
+                    if isinstance(error, UpstreamUnavailable | TooManyRequests):
+                        log.warning("%s", error.message)
+                    raise error
                 response.release()
                 delay, reason = retry, f"answered {response.status}"
             log.warning("%s: %s on %s; retry %d of %d in %.1fs", self.where, reason,

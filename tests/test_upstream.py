@@ -27,6 +27,7 @@ from mirror.errors import (
 )
 from mirror.metrics import Metrics
 from mirror.upstream import UpstreamClient, new_session, read_limited
+from tests.conftest import closed_port_url
 from tests.fakeregistry import FakeBlobHost, FakeRegistry
 
 REPO = "library/alpine"
@@ -490,6 +491,7 @@ async def test_read_limited_reads_a_body_that_arrives_in_parts() -> None:
     response = mock.Mock(content=stream)
     stream.feed_data(b'{"schemaVersion":')
     loop = asyncio.get_running_loop()
+
     # The rest arrives only after the reader has taken the first part.
     def rest() -> None:
         stream.feed_data(b" 2}")
@@ -501,3 +503,19 @@ async def test_read_limited_reads_a_body_that_arrives_in_parts() -> None:
     stream.feed_data(b"x" * 50)
     stream.feed_eof()
     assert await read_limited(mock.Mock(content=stream), 10) == b"x" * 10
+
+
+async def test_giving_up_is_one_warning_naming_the_upstream(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = UpstreamSettings("hub", closed_port_url(), retries=0)
+    async with new_session(settings) as session:
+        client = UpstreamClient(settings, session, TokenCache(), Metrics())
+        with pytest.raises(UpstreamUnavailable):
+            async with client.request(
+                "GET", "library/x/manifests/1", kind="manifest", repo="library/x"
+            ):
+                pass
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("upstream hub (")
