@@ -130,9 +130,8 @@ class ManifestCache:
     async def _by_tag(self, upstream: str, repo: str, tag: str) -> Manifest:
         check = await self._memo.fresh_tag(upstream, repo, tag)
         if check is not None:
-            manifest = self._cached(upstream, repo, check.digest, "hit", check.media_type)
-            if manifest is not None:
-                return manifest
+            self._index.touch(check.digest)
+            return Manifest(check.digest, check.media_type, check.body, "hit")
         return await self._flight(upstream, repo, tag, self._revalidate_tag)
 
     def _cached(
@@ -165,7 +164,9 @@ class ManifestCache:
                 raise
             log.warning("serving %s:%s stale from cache: %s", repo, tag, error)
             return Manifest(cached.digest, cached.media_type, cached.body, "stale")
-        await self._memo.tag_checked(upstream, repo, tag, cached.digest, cached.media_type)
+        await self._memo.tag_checked(
+            upstream, repo, tag, cached.digest, cached.media_type, cached.body
+        )
         return cached
 
     async def _head_digest(self, upstream: str, repo: str, tag: str) -> str | None:
@@ -184,7 +185,9 @@ class ManifestCache:
         await asyncio.to_thread(
             self._refs.set_tag, upstream, repo, tag, TagRecord(manifest.digest, manifest.media_type)
         )
-        await self._memo.tag_checked(upstream, repo, tag, manifest.digest, manifest.media_type)
+        await self._memo.tag_checked(
+            upstream, repo, tag, manifest.digest, manifest.media_type, manifest.body
+        )
         return manifest
 
     async def _fill_digest(self, upstream: str, repo: str, digest: str) -> Manifest:

@@ -16,10 +16,12 @@ from mirror.errors import MirrorError
 
 @dataclass(frozen=True, slots=True)
 class TagCheck:
-    """A tag's digest as confirmed with the upstream at `checked_at`."""
+    """A tag's manifest as confirmed with the upstream at `checked_at`; its bytes are
+    kept so a fresh tag is answered without touching the disk."""
 
     digest: str
     media_type: str
+    body: bytes
     checked_at: float
 
 
@@ -27,7 +29,8 @@ class Memo:
     """Tag checks trusted for `tag_ttl`, upstream 404s remembered for `negative_ttl`."""
 
     def __init__(self, tag_ttl: float, negative_ttl: float, clock: Callable[[], float]) -> None:
-        self._cache = SimpleMemoryCache()
+        # No per-call timeout: a dict lookup needs no asyncio.wait_for around it.
+        self._cache = SimpleMemoryCache(timeout=None)
         self._tag_ttl = tag_ttl
         self._negative_ttl = negative_ttl
         self._clock = clock
@@ -44,10 +47,10 @@ class Memo:
         return check
 
     async def tag_checked(
-        self, upstream: str, repo: str, tag: str, digest: str, media_type: str
+        self, upstream: str, repo: str, tag: str, digest: str, media_type: str, body: bytes
     ) -> None:
         """Record that the upstream confirmed `tag` → `digest` now."""
-        check = TagCheck(digest, media_type, self._clock())
+        check = TagCheck(digest, media_type, body, self._clock())
         # The aiocache ttl only collects garbage; freshness is judged above.
         await self._cache.set(
             self._key("tag", upstream, repo, tag), check, ttl=max(1, int(self._tag_ttl) * 2)
