@@ -25,6 +25,8 @@ from mirror.storage import BlobStore, BlobWriter
 
 log = logging.getLogger(__name__)
 
+MIN_WINDOW = 1 << 20
+
 class UpstreamBody:
     """What an opener hands a download: the body's length (if known) and its chunks."""
 
@@ -105,14 +107,17 @@ class Download:
         Raises the download's error, after the windows already yielded, if it fails;
         the caller must then cut its client's connection.
         """
-        position = start
+        position, least = start, 1
         while end is None or position < end:
-            available = await self._wait_past(position)
+            want = least if end is None else min(least, end - position)
+            available = await self._wait_past(position + want - 1)
             if available <= position:
                 return  # verified and nothing more to read
             stop = available if end is None else min(available, end)
             yield position, stop
-            position = stop
+            # The first window goes out at once; later ones gather a megabyte or so,
+            # so a reader that keeps up does not pay a sendfile per small write.
+            position, least = stop, MIN_WINDOW
 
     def open_reader(self) -> BinaryIO:
         """A new read-only file on the blob's bytes (the caller closes it); it keeps
