@@ -27,6 +27,7 @@ from mirror.appkeys import (
     METRICS,
     QUOTA,
     REFS,
+    SENDERS,
     SETTINGS,
     STORE,
 )
@@ -44,6 +45,7 @@ from mirror.pins import parse_pin, pinned_digests
 from mirror.refs import Refs
 from mirror.routes import add_routes, on_prepare, v2_middleware
 from mirror.routes import metrics as metrics_handler
+from mirror.sendfile import Senders
 from mirror.storage.disk import DiskBlobStore
 from mirror.units import format_size
 from mirror.upstream import UpstreamClient, new_session
@@ -68,10 +70,20 @@ def build_app(
     app.cleanup_ctx.append(_index_keeper)
     app.cleanup_ctx.append(_upstreams(clock))
     app.cleanup_ctx.append(_caches(clock))
+    app.cleanup_ctx.append(_senders)
     if settings.metrics.listen is not None:
         app.cleanup_ctx.append(_metrics_listener)
     add_routes(app, with_metrics=settings.metrics.enabled)
     return app
+
+
+async def _senders(app: web.Application) -> AsyncIterator[None]:
+    """The threads that send cached and downloading blobs with sendfile."""
+    app[SENDERS] = Senders()
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(app[SENDERS].close)
 
 
 async def _metrics_listener(app: web.Application) -> AsyncIterator[None]:

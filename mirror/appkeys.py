@@ -14,6 +14,7 @@ from mirror.listings import Listings
 from mirror.manifests import ManifestCache
 from mirror.metrics import Metrics
 from mirror.refs import Refs
+from mirror.sendfile import Senders
 from mirror.storage.disk import DiskBlobStore
 from mirror.upstream import UpstreamClient
 
@@ -27,3 +28,4 @@ REFS = web.AppKey("refs", Refs)
 INDEX = web.AppKey("index", BlobIndex)
 QUOTA = web.AppKey("quota", Quota)
 CLIENTS = web.AppKey("clients", Mapping[str, UpstreamClient])
+SENDERS = web.AppKey("senders", Senders)

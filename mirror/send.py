@@ -6,7 +6,6 @@ or wrong body for a whole one.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from contextlib import aclosing
 from typing import BinaryIO
@@ -15,6 +14,7 @@ from aiohttp import web
 from prometheus_client import Counter
 
 from mirror.accesslog import BYTES_SENT
+from mirror.appkeys import SENDERS
 from mirror.blobs import CachedBlob
 from mirror.errors import MirrorError, RangeNotSatisfiable, UpstreamUnavailable
 from mirror.fetch import Download
@@ -71,13 +71,13 @@ async def _sendfile(
     request: web.Request, file: BinaryIO, start: int, end: int, counter: Counter
 ) -> bool:
     """sendfile bytes [start, end) of `file`; False if the file ended before `end`."""
-    loop = asyncio.get_running_loop()
     position = start
     while position < end:
-        if request.transport is None:
+        transport = request.transport
+        if transport is None or transport.is_closing():
             raise ConnectionResetError("the client went away")
-        sent = await loop.sendfile(
-            request.transport, file, position, min(SENDFILE_SLICE, end - position)
+        sent = await request.app[SENDERS].send(
+            transport, file, position, min(SENDFILE_SLICE, end - position)
         )
         if not sent:
             return False
