@@ -6,6 +6,7 @@ or wrong body for a whole one.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import aclosing
 from typing import BinaryIO
@@ -18,6 +19,7 @@ from mirror.appkeys import SENDERS
 from mirror.blobs import CachedBlob
 from mirror.errors import MirrorError, RangeNotSatisfiable, UpstreamUnavailable
 from mirror.fetch import Download
+from mirror.sendfile import Channel
 
 log = logging.getLogger(__name__)
 
@@ -68,22 +70,30 @@ def _count(request: web.Request, counter: Counter, sent: int) -> None:
 
 
 async def _sendfile(
-    request: web.Request, file: BinaryIO, start: int, end: int, counter: Counter
+    request: web.Request,
+    channel: Channel,
+    file: BinaryIO,
+    start: int,
+    end: int,
+    counter: Counter,
 ) -> bool:
     """sendfile bytes [start, end) of `file`; False if the file ended before `end`."""
     position = start
     while position < end:
-        transport = request.transport
-        if transport is None or transport.is_closing():
+        if request.transport is None or request.transport.is_closing():
             raise ConnectionResetError("the client went away")
-        sent = await request.app[SENDERS].send(
-            transport, file, position, min(SENDFILE_SLICE, end - position)
-        )
+        sent = await channel.send(file, position, min(SENDFILE_SLICE, end - position))
         if not sent:
             return False
         position += sent
         _count(request, counter, sent)
     return True
+
+
+def _transport(request: web.Request) -> asyncio.BaseTransport:
+    if request.transport is None:
+        raise ConnectionResetError("the client went away")
+    return request.transport
 
 
 def _cut(request: web.Request, why: str) -> None:
@@ -98,7 +108,9 @@ async def send_file(
     """Send an open cached blob (or the Range asked of it) with sendfile."""
     response, start, stop = _response(request, blob.size, headers)
     await response.prepare(request)
-    if not await _sendfile(request, blob.file, start, stop or blob.size, counter):
+    async with request.app[SENDERS].channel(_transport(request)) as channel:
+        whole = await _sendfile(request, channel, blob.file, start, stop or blob.size, counter)
+    if not whole:
         _cut(request, "the cached file was cut short")
         return response
     await response.write_eof()
@@ -113,10 +125,13 @@ async def stream_download(
     response, start, stop = _response(request, download.size, headers)
     await response.prepare(request)
     try:
-        with download.open_reader() as file:
-            async with aclosing(download.windows(start, stop)) as windows:
+        async with (
+            request.app[SENDERS].channel(_transport(request)) as channel,
+            aclosing(download.windows(start, stop)) as windows,
+        ):
+            with download.open_reader() as file:
                 async for begin, end in windows:
-                    if not await _sendfile(request, file, begin, end, counter):
+                    if not await _sendfile(request, channel, file, begin, end, counter):
                         raise UpstreamUnavailable(f"partial file of {download.digest} shrank")
     except MirrorError as error:
         _cut(request, error.message)

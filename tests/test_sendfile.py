@@ -34,8 +34,9 @@ async def test_a_file_arrives_whole(tmp_path: Path, threads: int) -> None:
 
     async def handler(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with blob.open("rb") as file:
-            sent.append(await senders.send(writer.transport, file, 5, len(DATA) - 5))
-            sent.append(await senders.send(writer.transport, file, 0, 5))
+            async with senders.channel(writer.transport) as channel:
+                sent.append(await channel.send(file, 5, len(DATA) - 5))
+                sent.append(await channel.send(file, 0, 5))
         writer.close()
 
     server, port = await serving(handler)
@@ -59,8 +60,9 @@ async def test_cancelling_a_stalled_send_cuts_it_and_leaks_nothing(tmp_path: Pat
 
     async def send(writer: asyncio.StreamWriter) -> None:
         with blob.open("rb") as file:
-            sending.set()
-            await senders.send(writer.transport, file, 0, len(DATA))
+            async with senders.channel(writer.transport) as channel:
+                sending.set()
+                await channel.send(file, 0, len(DATA))
 
     async def handler(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         handlers.append(asyncio.create_task(send(writer)))
@@ -69,7 +71,7 @@ async def test_cancelling_a_stalled_send_cuts_it_and_leaks_nothing(tmp_path: Pat
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         await sending.wait()  # the client reads nothing: the send stalls
-        during = open_fds()  # with the blob open and the sender's duplicate socket
+        during = open_fds()  # with the blob open and the channel's duplicate socket
         (task,) = handlers
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
