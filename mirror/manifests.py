@@ -39,7 +39,8 @@ from mirror.oci import (
 from mirror.refs import Refs, TagRecord
 from mirror.singleflight import SingleFlight
 from mirror.storage import BlobStore
-from mirror.upstream import UpstreamClient, read_limited
+from mirror.upstream import UpstreamClient
+from mirror.upstreamerrors import read_limited
 
 log = logging.getLogger(__name__)
 

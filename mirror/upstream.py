@@ -9,7 +9,6 @@ upstream. It must not know the cache: callers decide what a response means.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -33,11 +32,7 @@ from mirror.auth import (
 )
 from mirror.config import UpstreamSettings
 from mirror.errors import (
-    BlobUnknown,
-    Denied,
-    ManifestUnknown,
     MirrorError,
-    NameUnknown,
     TooManyRequests,
     Unauthorized,
     UpstreamUnavailable,
@@ -51,14 +46,13 @@ from mirror.retry import (
     retry_delay,
     same_origin,
 )
+from mirror.upstreamerrors import answer_error, read_limited, transport_failure
 
 log = logging.getLogger(__name__)
 
 MAX_REDIRECTS = 5
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_ERROR_BODY_LIMIT = 64 * 1024
 _TOKEN_BODY_LIMIT = 1024 * 1024
-_NOT_FOUND: dict[str, type[MirrorError]] = {"manifest": ManifestUnknown, "blob": BlobUnknown}
 
 
 def new_session(settings: UpstreamSettings) -> aiohttp.ClientSession:
@@ -287,62 +281,16 @@ class UpstreamClient:
         self, call: _Call, response: aiohttp.ClientResponse, attempts: int
     ) -> MirrorError:
         """The error a final non-2xx answer means; releases the response."""
-        status = f"{response.status} {response.reason or ''}".strip()
-        answered = f"{self.where} answered {status} to {call.target}"
-        try:
-            if response.status == 404:
-                codes = await _error_codes(response)
-                error = NameUnknown if "NAME_UNKNOWN" in codes else _NOT_FOUND.get(
-                    call.kind, NameUnknown)
-                return error(f"{answered} ({', '.join(sorted(codes)) or 'not found'})")
-            if response.status == 403:
-                return Denied(f"{answered}: {self._who()} may not pull {call.repo!r}")
-            if response.status == 429:
-                wait = retry_after(response.headers, datetime.now(UTC))
-                later = f", retry after {wait:g}s" if wait is not None else ""
-                return TooManyRequests(f"{answered}: rate limited{later}", wait)
-            if response.status >= 500:
-                return UpstreamUnavailable(f"{answered} after {attempts} attempt(s)", 502)
-            return UpstreamUnavailable(f"{answered}, which the mirror cannot use", 502)
-        finally:
-            response.release()
+        return await answer_error(
+            response, f"{self.where} answered", call.target, call.kind, call.repo,
+            self._who(), attempts,
+        )
 
     def _failure(
         self, exc: BaseException, target: str, attempts: int = 1
     ) -> UpstreamUnavailable:
         """A transport failure as UpstreamUnavailable: 504 timed out, 503 unreachable, 502."""
-        tried = f" after {attempts} attempt(s)" if attempts > 1 else ""
-        if isinstance(exc, TimeoutError):
-            limits = (f"connect timeout {self.settings.connect_timeout:g}s, "
-                      f"read timeout {self.settings.read_timeout:g}s")
-            return UpstreamUnavailable(f"{self.where} timed out on {target}{tried} ({limits})",
-                                       504)
-        reason = str(exc) or type(exc).__name__
-        if isinstance(exc, aiohttp.ClientConnectionError):
-            return UpstreamUnavailable(
-                f"{self.where} is unreachable for {target}{tried}: {reason}", 503)
-        return UpstreamUnavailable(f"{self.where} broke off {target}: {reason}", 502)
+        return transport_failure(exc, self.where, self.settings, target, attempts)
 
     def _who(self) -> str:
         return "the configured credentials" if self.settings.username else "anonymous access"
-
-
-async def read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The body, or its first `limit` bytes if it is longer: for manifests, tokens and
-    errors, never a blob. Reads until the end, however the body arrives."""
-    body = bytearray()
-    while len(body) < limit:
-        chunk = await response.content.read(limit - len(body))
-        if not chunk:
-            break
-        body += chunk
-    return bytes(body)
-
-
-async def _error_codes(response: aiohttp.ClientResponse) -> set[str]:
-    """The `code`s of a distribution-spec error body; empty if there is none to read."""
-    try:
-        document = json.loads(await read_limited(response, _ERROR_BODY_LIMIT))
-        return {str(e["code"]) for e in document["errors"] if isinstance(e, dict) and "code" in e}
-    except (ValueError, KeyError, TypeError, aiohttp.ClientError, TimeoutError):
-        return set()

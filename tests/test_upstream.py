@@ -26,7 +26,8 @@ from mirror.errors import (
     UpstreamUnavailable,
 )
 from mirror.metrics import Metrics
-from mirror.upstream import UpstreamClient, new_session, read_limited
+from mirror.upstream import UpstreamClient, new_session
+from mirror.upstreamerrors import read_limited
 from tests.conftest import closed_port_url
 from tests.fakeregistry import FakeBlobHost, FakeRegistry
 
