@@ -26,6 +26,7 @@ from mirror.storage import BlobStore, BlobWriter
 log = logging.getLogger(__name__)
 
 MIN_WINDOW = 1 << 20
+WINDOW_WAIT = 0.05  # seconds a reader waits to gather MIN_WINDOW before sending less
 
 class UpstreamBody:
     """What an opener hands a download: the body's length (if known) and its chunks."""
@@ -110,7 +111,7 @@ class Download:
         position, least = start, 1
         while end is None or position < end:
             want = least if end is None else min(least, end - position)
-            available = await self._wait_past(position + want - 1)
+            available = await self._wait_for_window(position, want)
             if available <= position:
                 return  # verified and nothing more to read
             stop = available if end is None else min(available, end)
@@ -118,6 +119,16 @@ class Download:
             # The first window goes out at once; later ones gather a megabyte or so,
             # so a reader that keeps up does not pay a sendfile per small write.
             position, least = stop, MIN_WINDOW
+
+    async def _wait_for_window(self, position: int, want: int) -> int:
+        """Bytes readable once `want` are past `position`, or whatever is there after
+        WINDOW_WAIT (so a slow upstream still trickles out), at least one."""
+        if want > 1:
+            try:
+                return await asyncio.wait_for(self._wait_past(position + want - 1), WINDOW_WAIT)
+            except TimeoutError:
+                pass
+        return await self._wait_past(position)
 
     def open_reader(self) -> BinaryIO:
         """A new read-only file on the blob's bytes (the caller closes it); it keeps

@@ -239,3 +239,30 @@ async def test_a_full_disk_with_nothing_to_evict_fails_cleanly(tmp_path: Path) -
         await read_all(download)
     assert store.size(DIGEST) is None
     assert list((tmp_path / "partial").iterdir()) == []
+
+
+async def test_a_slow_upstream_still_trickles_out(store: DiskBlobStore) -> None:
+    """Later windows wait for a megabyte, but not forever: a few kilobytes go out too."""
+    step, trickle = asyncio.Event(), asyncio.Event()
+
+    @asynccontextmanager
+    async def slow() -> AsyncIterator[UpstreamBody]:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield DATA[:1000]
+            await step.wait()
+            yield DATA[1000:5000]
+            await trickle.wait()
+            yield DATA[5000:]
+
+        yield UpstreamBody(len(DATA), chunks())
+
+    downloads = Downloads(store, Metrics())
+    download = downloads.join_or_start(DIGEST, slow, Policy())[0]
+    windows = download.windows()
+    assert await windows.__anext__() == (0, 999)  # the last byte so far is held back
+    step.set()
+    # 4 KB more, far from a megabyte, while the upstream is held: they go out anyway.
+    assert await asyncio.wait_for(windows.__anext__(), 10) == (999, 4999)
+    trickle.set()
+    rest = [window async for window in windows]
+    assert rest[-1][1] == len(DATA)
