@@ -137,7 +137,8 @@ class TokenCache:
         self, *, clock: Callable[[], float] = time.monotonic, cache: Any = None
     ) -> None:
         self._clock = clock
-        self._cache: Any = cache if cache is not None else SimpleMemoryCache()
+        # No per-call timeout on the in-memory default: a dict lookup needs no wait_for.
+        self._cache: Any = cache if cache is not None else SimpleMemoryCache(timeout=None)
         # Keyed by the refused token too, so that a caller replacing a refused token never
         # joins a flight that hands that same token back from the cache.
         self._flights: SingleFlight[tuple[TokenKey, str | None], str] = SingleFlight()
