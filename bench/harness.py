@@ -14,7 +14,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 
@@ -86,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
         help="after the rounds, profile a mirror with py-spy into DIR (not measured)",
     )
     parser.add_argument("--nginx-workers", default="auto", help="nginx worker_processes")
+    parser.add_argument(
+        "--big-mb", type=int, help="size of the big blob in MB (default 300, with --small 3)"
+    )
     return parser
 
 
@@ -195,6 +198,8 @@ def main(argv: list[str]) -> int:
     is stopped by pid on the way out, also on an error, Ctrl-C or SIGTERM."""
     args = _parser().parse_args(argv)
     scale = SMALL if args.small else FULL
+    if args.big_mb:
+        scale = replace(scale, big=args.big_mb * 1_000_000)
     rounds = args.rounds or scale.rounds
     bins = _binaries(profile=args.profile is not None)
     signal.signal(signal.SIGTERM, _terminate)
