@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from mirror import cachereport as report
+from mirror.cliconfig import settings_or_report
 from mirror.config import Overrides, Settings
-from mirror.configfile import settings_or_report
 from mirror.evict import choose_victims, older_than, remove
 from mirror.index import BlobIndex, Entry
 from mirror.pins import parse_pin, pinned_digests

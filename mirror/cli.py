@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mirror.cachecli import add_cache_commands
+from mirror.cliconfig import describe, settings_or_report
 from mirror.config import Overrides, Settings
-from mirror.configfile import describe, settings_or_report
 from mirror.logs import configure_logging
 
 EXIT_OK = 0

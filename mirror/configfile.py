@@ -1,20 +1,18 @@
-"""Building Settings: `load()` and `describe()`, the only code that knows the file's shape.
+"""Building Settings: `load()`, the only code that reads the file's shape.
 
 `load()` reads the YAML, expands `${VAR}` from the environment, applies command-line
 and environment overrides, and validates each section once, through the typed readers
-of `mirror.configfields`, into `mirror.config`'s frozen Settings. `describe()` renders
-settings back with secrets masked. It must not know about the app.
+of `mirror.configfields`, into `mirror.config`'s frozen Settings (`mirror.cliconfig`
+renders them back). It must not know about the app.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import sys
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -34,7 +32,7 @@ from mirror.config import (
     default_upstreams,
 )
 from mirror.pins import parse_pin
-from mirror.units import format_duration, format_size, parse_duration
+from mirror.units import parse_duration
 
 _UPSTREAM_NAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?(?::\d+)?")
 _TOP_KEYS = (
@@ -82,39 +80,6 @@ def load(path: Path | None, env: Mapping[str, str], overrides: Overrides) -> Set
     if problems:
         raise ConfigError(problems)
     return settings
-
-
-def describe(settings: Settings) -> str:
-    """The effective settings as YAML in the config file's shape, passwords shown as `***`."""
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    document: dict[str, Any] = {"listen": f"{host}:{settings.port}"}
-    if settings.tls is not None:
-        document["tls"] = {"cert": str(settings.tls.cert), "key": str(settings.tls.key)}
-    document["storage"] = {
-        "path": str(settings.storage.path),
-        "max_size": format_size(settings.storage.max_size),
-        "high_watermark": settings.storage.high_watermark,
-        "low_watermark": settings.storage.low_watermark,
-        "pinned": list(settings.storage.pinned),
-    }
-    document["upstreams"] = {
-        name: _describe_upstream(upstream) for name, upstream in settings.upstreams.items()
-    }
-    document["default_upstream"] = settings.default_upstream
-    document["manifests"] = {
-        "tag_ttl": format_duration(settings.manifests.tag_ttl),
-        "serve_stale": settings.manifests.serve_stale,
-        "negative_ttl": format_duration(settings.manifests.negative_ttl),
-    }
-    document["metrics"] = {"enabled": settings.metrics.enabled}
-    if settings.metrics.listen is not None:
-        metrics_host, metrics_port = settings.metrics.listen
-        document["metrics"]["listen"] = f"{metrics_host}:{metrics_port}"
-    document["log"] = {"level": settings.log.level, "format": settings.log.format}
-    return yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
-
-
-# --- the file and overrides ----------------------------------------------------------------
 
 
 def _read_yaml(path: Path) -> object:
@@ -312,29 +277,3 @@ def _build_log(section: fields.Section) -> LogSettings:
 
 
 # --- describing ----------------------------------------------------------------------------
-
-
-def _describe_upstream(upstream: UpstreamSettings) -> dict[str, Any]:
-    entry: dict[str, Any] = {"url": upstream.url}
-    if upstream.username is not None:
-        entry["username"] = upstream.username
-    if upstream.password is not None:
-        entry["password"] = "***"
-    entry["connect_timeout"] = format_duration(upstream.connect_timeout)
-    entry["read_timeout"] = format_duration(upstream.read_timeout)
-    entry["retries"] = upstream.retries
-    return entry
-
-
-def settings_or_report(config: Path | None, overrides: Overrides) -> Settings | None:
-    """What a command runs on: `load()` from the file (`-c`, else MIRROR_CONFIG), the
-    environment and `overrides`; None once each problem is printed to stderr as
-    `mirror: <problem>`."""
-    if config is None and os.environ.get("MIRROR_CONFIG"):
-        config = Path(os.environ["MIRROR_CONFIG"])
-    try:
-        return load(config, os.environ, overrides)
-    except ConfigError as error:
-        for problem in error.problems:
-            print(f"mirror: {problem}", file=sys.stderr)
-        return None

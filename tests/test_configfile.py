@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mirror.cliconfig import describe
 from mirror.config import ConfigError, Overrides, Settings, StorageSettings, UpstreamSettings
-from mirror.configfile import describe, load
+from mirror.configfile import load
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.yml"
 GiB = 1024**3
