@@ -102,14 +102,25 @@ def _cut(request: web.Request, why: str) -> None:
         request.transport.abort()
 
 
+def _left(request: web.Request, error: OSError) -> None:
+    """A client that hangs up (or stops reading) mid-body is routine: one line, no trace."""
+    log.info("client left during %s %s: %s", request.method, request.path, error)
+    if request.transport is not None:
+        request.transport.abort()
+
+
 async def send_file(
     request: web.Request, blob: CachedBlob, headers: dict[str, str], counter: Counter
 ) -> web.StreamResponse:
     """Send an open cached blob (or the Range asked of it) with sendfile."""
     response, start, stop = _response(request, blob.size, headers)
     await response.prepare(request)
-    async with request.app[SENDERS].channel(_transport(request)) as channel:
-        whole = await _sendfile(request, channel, blob.file, start, stop or blob.size, counter)
+    try:
+        async with request.app[SENDERS].channel(_transport(request)) as channel:
+            whole = await _sendfile(request, channel, blob.file, start, stop or blob.size, counter)
+    except (ConnectionError, TimeoutError) as error:
+        _left(request, error)
+        return response
     if not whole:
         _cut(request, "the cached file was cut short")
         return response
@@ -135,6 +146,9 @@ async def stream_download(
                         raise UpstreamUnavailable(f"partial file of {download.digest} shrank")
     except MirrorError as error:
         _cut(request, error.message)
+        return response
+    except (ConnectionError, TimeoutError) as error:
+        _left(request, error)
         return response
     await response.write_eof()
     return response
