@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
+from aiocache import SimpleMemoryCache
 
 from mirror.auth import (
     Challenge,
@@ -135,10 +137,26 @@ async def test_token_without_lifetime_is_not_stored() -> None:
     assert await cache.get(KEY) is None
 
 
-async def settle() -> None:
-    """Let started tasks run until they block (the cache backend yields a few times)."""
-    for _ in range(20):
-        await asyncio.sleep(0)
+class Lookups(SimpleMemoryCache):  # type: ignore[misc]
+    """An in-memory token backend that says when `callers` lookups have been answered.
+
+    A caller goes on from its lookup into the shared fetch without yielding, so once
+    every caller's lookup is answered, every caller waits on that fetch (or, without
+    sharing, has started its own).
+    """
+
+    def __init__(self, callers: int) -> None:
+        super().__init__(timeout=None)
+        self.callers = callers
+        self.answered = 0
+        self.all_answered = asyncio.Event()
+
+    async def get(self, *args: Any, **kwargs: Any) -> Any:
+        value = await super().get(*args, **kwargs)
+        self.answered += 1
+        if self.answered >= self.callers:
+            self.all_answered.set()
+        return value
 
 
 class Realm:
@@ -160,9 +178,10 @@ class Realm:
 
 
 async def test_concurrent_callers_share_one_fetch() -> None:
-    cache, realm = TokenCache(clock=Clock()), Realm()
+    lookups, realm = Lookups(20), Realm()
+    cache = TokenCache(clock=Clock(), cache=lookups)
     callers = [asyncio.create_task(cache.token(KEY, realm.fetch)) for _ in range(20)]
-    await settle()
+    await lookups.all_answered.wait()
     realm.gate.set()
     assert await asyncio.gather(*callers) == ["token-1"] * 20
     assert realm.fetches == 1
@@ -191,10 +210,11 @@ async def test_a_refused_token_is_replaced_once_for_all_who_were_refused() -> No
 
 
 async def test_a_failed_fetch_reaches_every_caller_and_is_not_cached() -> None:
-    cache, realm = TokenCache(clock=Clock()), Realm()
+    lookups, realm = Lookups(3), Realm()
+    cache = TokenCache(clock=Clock(), cache=lookups)
     realm.error = RuntimeError("realm down")
     callers = [asyncio.create_task(cache.token(KEY, realm.fetch)) for _ in range(3)]
-    await settle()
+    await lookups.all_answered.wait()
     realm.gate.set()
     results = await asyncio.gather(*callers, return_exceptions=True)
     assert [str(result) for result in results] == ["realm down"] * 3
@@ -203,10 +223,11 @@ async def test_a_failed_fetch_reaches_every_caller_and_is_not_cached() -> None:
 
 
 async def test_a_cancelled_caller_does_not_cancel_the_shared_fetch() -> None:
-    cache, realm = TokenCache(clock=Clock()), Realm()
+    lookups, realm = Lookups(2), Realm()
+    cache = TokenCache(clock=Clock(), cache=lookups)
     first = asyncio.create_task(cache.token(KEY, realm.fetch))
     second = asyncio.create_task(cache.token(KEY, realm.fetch))
-    await settle()
+    await lookups.all_answered.wait()
     first.cancel()
     realm.gate.set()
     assert await second == "token-1"
