@@ -13,8 +13,11 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Coroutine, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
+
+from aiohttp import ClientResponse
 
 from mirror.errors import (
     DigestMismatch,
@@ -170,15 +173,20 @@ class ManifestCache:
         )
         return cached
 
-    async def _head_digest(self, upstream: str, repo: str, tag: str) -> str | None:
-        client = self._upstreams[upstream]
-        async with client.request(
-            "HEAD",
-            f"{repo}/manifests/{tag}",
+    def _ask(
+        self, method: str, upstream: str, repo: str, reference: str
+    ) -> AbstractAsyncContextManager[ClientResponse]:
+        """A manifest request upstream, accepting every manifest type."""
+        return self._upstreams[upstream].request(
+            method,
+            f"{repo}/manifests/{reference}",
             kind="manifest",
             repo=repo,
             headers={"Accept": UPSTREAM_ACCEPT},
-        ) as response:
+        )
+
+    async def _head_digest(self, upstream: str, repo: str, tag: str) -> str | None:
+        async with self._ask("HEAD", upstream, repo, tag) as response:
             return response.headers.get(CONTENT_DIGEST)
 
     async def _fill_tag(self, upstream: str, repo: str, tag: str) -> Manifest:
@@ -201,14 +209,7 @@ class ManifestCache:
         return manifest
 
     async def _download(self, upstream: str, repo: str, reference: str) -> Manifest:
-        client = self._upstreams[upstream]
-        async with client.request(
-            "GET",
-            f"{repo}/manifests/{reference}",
-            kind="manifest",
-            repo=repo,
-            headers={"Accept": UPSTREAM_ACCEPT},
-        ) as response:
+        async with self._ask("GET", upstream, repo, reference) as response:
             if (response.content_length or 0) > MAX_MANIFEST_BYTES:
                 raise UpstreamUnavailable(f"upstream {upstream}: manifest over 4 MiB refused")
             body = await read_limited(response, MAX_MANIFEST_BYTES + 1)
