@@ -6,13 +6,13 @@ import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 import pytest
 
 from mirror.index import BlobIndex, Reconciled
-from mirror.storage.disk import DiskBlobStore, DiskBlobWriter
+from mirror.storage.disk import DiskBlobStore
 from tests.conftest import FakeClock
+from tests.storespy import MetadataOnly
 
 
 def put(store: DiskBlobStore, data: bytes) -> str:
@@ -27,37 +27,6 @@ def put(store: DiskBlobStore, data: bytes) -> str:
 def sha(label: str) -> str:
     """A well-formed digest with no file behind it."""
     return "sha256:" + hashlib.sha256(label.encode()).hexdigest()
-
-
-class StatOnly:
-    """A blob store that lists and stats blobs but fails the test if bytes are read."""
-
-    def __init__(self, store: DiskBlobStore) -> None:
-        self._store = store
-
-    def digests(self) -> Iterator[str]:
-        return self._store.digests()
-
-    def stat(self, digest: str) -> tuple[int, float] | None:
-        return self._store.stat(digest)
-
-    def size(self, digest: str) -> int | None:
-        return self._store.size(digest)
-
-    def open(self, digest: str) -> BinaryIO | None:
-        raise AssertionError(f"reconcile opened {digest}")
-
-    def read(self, digest: str) -> bytes:
-        raise AssertionError(f"reconcile read {digest}")
-
-    def writer(self, digest: str) -> DiskBlobWriter:
-        raise AssertionError("reconcile wrote")
-
-    def delete(self, digest: str) -> bool:
-        raise AssertionError("reconcile deleted a blob")
-
-    def clean_partials(self) -> int:
-        raise AssertionError("reconcile cleaned partials")
 
 
 @pytest.fixture
@@ -192,7 +161,7 @@ def test_reconcile_indexes_orphans_drops_missing_and_fixes_totals(
     index.add(sha("gone"), 700, "blob", "docker.io/library/alpine")  # no file
     index.add(sha("gone-too"), 1, "blob", "docker.io/library/alpine")
 
-    found = index.reconcile(StatOnly(store))
+    found = index.reconcile(MetadataOnly(store))
 
     assert found == Reconciled(indexed=2, dropped=2)  # the orphan and the resized one
     assert index.get(sha("gone")) is None
@@ -212,18 +181,18 @@ def test_reconcile_indexes_orphans_drops_missing_and_fixes_totals(
     )
     assert index.total() == 300 + 1234 + 50 == sum(store.size(d) or 0 for d in store.digests())
     assert index.count() == 3
-    assert index.reconcile(StatOnly(store)) == Reconciled(indexed=0, dropped=0)
+    assert index.reconcile(MetadataOnly(store)) == Reconciled(indexed=0, dropped=0)
 
 
 def test_reconcile_of_an_empty_store_empties_the_index(tmp_path: Path, index: BlobIndex) -> None:
     index.add(sha("a"), 10, "blob", "r")
     index.touch(sha("a"))
-    assert index.reconcile(StatOnly(DiskBlobStore(tmp_path))) == Reconciled(0, 1)
+    assert index.reconcile(MetadataOnly(DiskBlobStore(tmp_path))) == Reconciled(0, 1)
     assert (index.total(), index.count(), list(index.entries())) == (0, 0, [])
     assert index.flush() == 0
 
 
-class VanishesAfterListing(StatOnly):
+class VanishesAfterListing(MetadataOnly):
     """Lists every blob, then one is deleted (by a concurrent prune) before it is stat'ed."""
 
     def __init__(self, store: DiskBlobStore, victim: str) -> None:

@@ -5,16 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 import pytest
 
 from mirror.config import DOCKER_HUB_URL, UpstreamSettings
 from mirror.pins import Pin, parse_pin, pinned_digests
 from mirror.refs import Refs, TagRecord
-from mirror.storage.disk import DiskBlobStore, DiskBlobWriter
+from mirror.storage.disk import DiskBlobStore
+from tests.storespy import MetadataOnly
 
 HEX = "ab" * 32
 INDEX_TYPE = "application/vnd.oci.image.index.v1+json"
@@ -103,40 +102,19 @@ def manifest(config: str, *layers: str) -> bytes:
     ).encode()
 
 
-class ManifestsOnly:
-    """A blob store that records what is read and fails the test on anything else."""
+class ManifestsOnly(MetadataOnly):
+    """Also lets manifests be read, recording which; a read of a layer or config fails."""
 
     def __init__(self, store: DiskBlobStore, layers: set[str]) -> None:
-        self._store = store
+        super().__init__(store)
         self._layers = layers
         self.read_digests: list[str] = []
-
-    def digests(self) -> Iterator[str]:
-        return self._store.digests()
-
-    def stat(self, digest: str) -> tuple[int, float] | None:
-        return self._store.stat(digest)
-
-    def size(self, digest: str) -> int | None:
-        return self._store.size(digest)
 
     def read(self, digest: str) -> bytes:
         if digest in self._layers:
             raise AssertionError(f"read layer or config {digest}")
         self.read_digests.append(digest)
         return self._store.read(digest)
-
-    def open(self, digest: str) -> BinaryIO | None:
-        raise AssertionError(f"opened {digest}")
-
-    def writer(self, digest: str) -> DiskBlobWriter:
-        raise AssertionError("wrote")
-
-    def delete(self, digest: str) -> bool:
-        raise AssertionError("deleted")
-
-    def clean_partials(self) -> int:
-        raise AssertionError("cleaned partials")
 
 
 class Image:
