@@ -1,11 +1,21 @@
-"""Blob-store wrappers for tests that prove a piece of code never touches blob bytes."""
+"""Blob-store helpers for tests: committing bytes, and a spy proving code never reads them."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from typing import BinaryIO
 
 from mirror.storage.disk import DiskBlobStore, DiskBlobWriter
+
+
+def put(store: DiskBlobStore, data: bytes) -> str:
+    """Commit `data` to the store; return its digest."""
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    writer = store.writer(digest)
+    writer.write(data)
+    writer.commit()
+    return digest
 
 
 class MetadataOnly:

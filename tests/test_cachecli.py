@@ -24,6 +24,7 @@ from mirror.cli import main
 from mirror.index import BlobIndex
 from mirror.refs import Refs, TagRecord
 from mirror.storage.disk import DiskBlobStore
+from tests.storespy import put
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DAY = 86400.0
@@ -67,10 +68,7 @@ class Storage:
         self.index = BlobIndex(root, clock=lambda: self.at)
 
     def blob(self, data: bytes, kind: str, repo: str) -> str:
-        digest = digest_of(data)
-        writer = self.store.writer(digest)
-        writer.write(data)
-        writer.commit()
+        digest = put(self.store, data)
         self.index.add(digest, len(data), kind, repo)
         return digest
 
@@ -365,9 +363,7 @@ def test_verify_json_reports_corrupt_blobs_and_reconciles_first(
     storage = seeded.storage
     storage.path(seeded.app.config).write_bytes(b"not the config")
     orphan = b"a file the index never heard of"
-    writer = storage.store.writer(digest_of(orphan))
-    writer.write(orphan)
-    writer.commit()
+    put(storage.store, orphan)
     storage.path(seeded.nginx.config).unlink()
 
     code, out, _ = run(capsys, "verify", "--json")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from mirror.index import BlobIndex, Entry
 from mirror.metrics import Metrics
 from mirror.storage.disk import DiskBlobStore
 from tests.conftest import FakeClock
+from tests.storespy import put
 
 MAX = 1000  # high watermark 900, low watermark 500
 
@@ -66,12 +66,7 @@ class Cache:
 
     def commit(self, label: str, size: int) -> str:
         """A committed blob of exactly `size` bytes, not yet indexed; returns its digest."""
-        data = (label.encode() * size)[:size]
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        writer = self.store.writer(digest)
-        writer.write(data)
-        writer.commit()
-        return digest
+        return put(self.store, (label.encode() * size)[:size])
 
     def put(self, label: str, size: int) -> str:
         """A committed and indexed blob, used one second after the previous one."""

@@ -12,16 +12,7 @@ import pytest
 from mirror.index import BlobIndex, Reconciled
 from mirror.storage.disk import DiskBlobStore
 from tests.conftest import FakeClock
-from tests.storespy import MetadataOnly
-
-
-def put(store: DiskBlobStore, data: bytes) -> str:
-    """Commit `data` to the store; return its digest."""
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    writer = store.writer(digest)
-    writer.write(data)
-    writer.commit()
-    return digest
+from tests.storespy import MetadataOnly, put
 
 
 def sha(label: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -13,7 +12,7 @@ from mirror.config import DOCKER_HUB_URL, UpstreamSettings
 from mirror.pins import Pin, parse_pin, pinned_digests
 from mirror.refs import Refs, TagRecord
 from mirror.storage.disk import DiskBlobStore
-from tests.storespy import MetadataOnly
+from tests.storespy import MetadataOnly, put
 
 HEX = "ab" * 32
 INDEX_TYPE = "application/vnd.oci.image.index.v1+json"
@@ -77,14 +76,6 @@ def test_parse_pin_accepts_a_tag_with_a_digest() -> None:
     assert parse_pin(f"alpine:3.20@sha256:{HEX}", UPSTREAMS) == Pin(
         "docker.io", "library/alpine", f"sha256:{HEX}"
     )
-
-
-def put(store: DiskBlobStore, data: bytes) -> str:
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    writer = store.writer(digest)
-    writer.write(data)
-    writer.commit()
-    return digest
 
 
 def descriptor(digest: str, media_type: str = "application/octet-stream") -> dict[str, object]:
